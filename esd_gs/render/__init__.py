@@ -1,0 +1,75 @@
+"""`render()`: one call, two backends (gsplat on CUDA, our torch reference on CPU), same outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..cameras import Cameras
+from ..errors import UserError
+from ..gaussians import activated, sh_degree_of
+
+Backend = Literal["auto", "torch", "gsplat"]
+
+
+@dataclass
+class RenderOutput:
+    rgb: Tensor  # [C,H,W,3]
+    alpha: Tensor  # [C,H,W,1]
+    depth: Tensor  # [C,H,W,1] expected z-depth (0 where empty)
+    info: dict  # what gsplat's strategies need: means2d (grad), radii, width, height, n_cameras
+
+
+def resolve_backend(backend: Backend, device: torch.device) -> str:
+    if backend == "auto":
+        return "gsplat" if device.type == "cuda" else "torch"
+    if backend == "gsplat" and device.type != "cuda":
+        raise UserError("the gsplat backend needs a CUDA device; use --backend torch on CPU")
+    return backend
+
+
+def sh_colors(means: Tensor, sh: Tensor, sh_degree: int, c2w: Tensor) -> Tensor:
+    """Per-camera colours [C,N,3] from SH coefficients, exactly as gsplat's rasterization()."""
+    from gsplat.cuda._torch_impl import _spherical_harmonics  # pure torch reference
+
+    dirs = means[None, :, :] - c2w[:, None, :3, 3]
+    coeffs = sh[None].expand(len(c2w), *sh.shape)
+    return torch.clamp_min(_spherical_harmonics(sh_degree, dirs, coeffs) + 0.5, 0.0)
+
+
+def render(splats, cameras: Cameras, backgrounds: Tensor | None = None, backend: Backend = "auto",
+           sh_degree: int | None = None, eps2d: float = 0.3, near_plane: float = 0.01) -> RenderOutput:
+    """Renders raw splats (ParameterDict as in gaussians.py) from `cameras`. backgrounds: [C,3]."""
+    p = activated(splats)
+    device = p["means"].device
+    sh_degree = sh_degree_of(splats) if sh_degree is None else sh_degree
+    cameras = cameras.to(device)
+    viewmats, Ks = cameras.viewmats.to(p["means"].dtype), cameras.Ks.to(p["means"].dtype)
+    W, H = cameras.width, cameras.height
+    if resolve_backend(backend, device) == "gsplat":
+        from gsplat import rasterization
+
+        out, alphas, info = rasterization(
+            p["means"], p["quats"], p["scales"], p["opacities"], p["sh"], viewmats, Ks, W, H,
+            sh_degree=sh_degree, backgrounds=backgrounds, render_mode="RGB+ED", packed=False,
+            eps2d=eps2d, near_plane=near_plane,
+        )
+        return RenderOutput(out[..., :3], alphas, out[..., 3:], info)
+
+    from .torch_backend import project, quat_scale_to_covar, rasterize
+
+    covars = quat_scale_to_covar(p["quats"], p["scales"])
+    radii, means2d, depths, conics = project(p["means"], covars, p["opacities"], viewmats, Ks, W, H,
+                                             eps2d=eps2d, near_plane=near_plane)
+    colors = sh_colors(p["means"], p["sh"], sh_degree, torch.linalg.inv(viewmats))
+    colors = torch.cat([colors, depths[..., None]], dim=-1)
+    if backgrounds is not None:
+        backgrounds = torch.cat([backgrounds, torch.zeros_like(backgrounds[:, :1])], dim=-1)
+    out, alphas = rasterize(means2d, conics, colors, p["opacities"], depths, radii, W, H, backgrounds)
+    depth = out[..., 3:] / alphas.clamp(min=1e-10)
+    info = {"means2d": means2d, "radii": radii, "depths": depths, "conics": conics, "width": W,
+            "height": H, "n_cameras": len(cameras), "gaussian_ids": None}
+    return RenderOutput(out[..., :3], alphas, depth, info)
