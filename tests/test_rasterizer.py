@@ -76,7 +76,7 @@ def test_stack_stops_at_transmittance_limit():
         dx, dy = mx - (x + 0.5), my - (y + 0.5)
         a = min(MAX_ALPHA, torch.sigmoid(torch.tensor(10.0)).item() * math.exp(-(0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy)))
         k = max(k for k in range(0, 6) if k == 0 or (1 - a) ** k > TRANSMITTANCE_STOP)
-        assert abs(out.alpha[0, y, x, 0].item() - (1 - (1 - a) ** k)) < 1e-9
+        assert abs(out.alpha[0, y, x, 0].item() - (1 - (1 - a) ** k)) < 1e-7
         stopped += k < 5
     assert stopped >= 2  # the rule really cut some pixels short
 
