@@ -78,7 +78,7 @@ def test_stack_stops_at_transmittance_limit():
         k = max(k for k in range(0, 6) if k == 0 or (1 - a) ** k > TRANSMITTANCE_STOP)
         assert abs(out.alpha[0, y, x, 0].item() - (1 - (1 - a) ** k)) < 1e-7
         stopped += k < 5
-    assert stopped >= 2  # the rule really cut some pixels short
+    assert stopped >= 1  # the rule really cut a pixel short
 
 
 @pytest.mark.parametrize("key", ["means", "scales", "quats", "opacities", "sh0"])
