@@ -39,6 +39,11 @@ class Cameras:
     def __len__(self) -> int:
         return self.viewmats.shape[0]
 
+    def __getitem__(self, idx) -> "Cameras":
+        idx = torch.arange(len(self))[idx]
+        return Cameras(self.viewmats[idx], self.Ks[idx], self.width, self.height, self.azimuth_deg[idx],
+                       self.elevation_deg[idx], self.radius[idx], self.fovy_deg[idx])
+
     def to(self, device) -> "Cameras":
         return Cameras(
             self.viewmats.to(device), self.Ks.to(device), self.width, self.height,

@@ -1,0 +1,182 @@
+"""Typed training configuration. Precedence: dataclass defaults < preset YAML (configs/NAME.yaml) < flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from .cameras import CameraConfig
+from .densify import DensifyConfig
+from .errors import UserError
+from .gaussians import GaussianConfig
+from .guidance.distill import GuidanceConfig
+from .guidance.variational import VariationalConfig
+from .synthetic.world import SyntheticConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class RenderConfig:
+    resolution: int = 128
+    """Rendered image side in pixels (resized to the prior's resolution before encoding)."""
+    batch_size: int = 1
+    """Views per step."""
+    background: Literal["random", "white", "black"] = "random"
+    backend: Literal["auto", "torch", "gsplat"] = "auto"
+    """auto: gsplat on CUDA, our torch rasterizer on CPU."""
+
+
+@dataclass
+class LogConfig:
+    preview_every: int = 100
+    """Write a preview grid PNG every N steps (0: never)."""
+    checkpoint_every: int = 200
+    """Write a checkpoint every N steps (and always at the end)."""
+    turntable_frames: int = 36
+    turntable_resolution: int = 128
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Train a 3D Gaussian-splat asset from a text prompt with SDS, VSD or ESD."""
+
+    preset: str | None = None
+    """Preset name in configs/ (demo, fast, sd21-esd, ...) or a YAML path; flags override it."""
+    prompt: str = "a head"
+    negative_prompt: str = ""
+    world: Literal["stable-diffusion", "synthetic"] = "stable-diffusion"
+    """Which prior: real Stable Diffusion weights, or the offline synthetic world (exact prior)."""
+    guidance: Literal["sds", "vsd", "esd", "photometric"] = "esd"
+    """Score distillation rule; photometric fits the synthetic head's photos directly (a sanity check)."""
+    lam: float = 0.5
+    """ESD's entropy weight in [0, 1]: eps_q = lam * eps(no camera) + (1 - lam) * eps(camera); 0 = VSD."""
+    steps: int = 2000
+    output_dir: Path = Path("outputs")
+    run_name: str | None = None
+    """Folder under output_dir; default from prompt, guidance and seed."""
+    model_path: str | None = None
+    """Stable Diffusion hub id or local folder (default stabilityai/stable-diffusion-2-1-base)."""
+    init_ply: str | None = None
+    """Start from this PLY instead of a random sphere."""
+    seed: int = 0
+    resume: bool = False
+    """Continue the run in output_dir/run_name from its last complete checkpoint."""
+    overwrite: bool = False
+    """Reuse an existing run folder instead of picking a new name."""
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """Stable Diffusion weights dtype; auto = bfloat16 on CUDA, float32 on CPU."""
+    render: RenderConfig = field(default_factory=RenderConfig)
+    cameras: CameraConfig = field(default_factory=CameraConfig)
+    gaussians: GaussianConfig = field(default_factory=GaussianConfig)
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
+    prior: GuidanceConfig = field(default_factory=GuidanceConfig)
+    variational: VariationalConfig = field(default_factory=VariationalConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def _coerce(tp, value, where: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{where}' must be a mapping")
+        return from_dict(tp, value, where + ".")
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    if tp is Path or (origin in (typing.Union, types.UnionType) and Path in typing.get_args(tp)):
+        return None if value is None else Path(value)
+    return value
+
+
+def from_dict(cls, data: dict, prefix: str = "", base=None):
+    """Builds dataclass `cls` from a nested dict, refusing unknown keys with a one-line error."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UserError(f"unknown config key '{prefix}{unknown[0]}' (valid keys: {', '.join(sorted(names))})")
+    obj = base if base is not None else cls()
+    for key, value in data.items():
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            from_dict(type(current), value, f"{prefix}{key}.", base=current)
+        else:
+            setattr(obj, key, _coerce(hints[key], value, prefix + key))
+    return obj
+
+
+def preset_path(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise UserError(f"preset file not found: {path}")
+        return path
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise UserError(f"unknown preset '{name}' (known: {', '.join(known)})")
+    return path
+
+
+def load_preset(name: str) -> TrainConfig:
+    path = preset_path(name)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a preset must be a mapping of config keys")
+    cfg = from_dict(TrainConfig, data)
+    cfg.preset = name
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    def plain(v):
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, tuple):
+            return list(v)
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Refuses values that cannot work, before anything is written."""
+    if not cfg.prompt.strip():
+        raise UserError("the prompt is empty; pass --prompt \"what to make\"")
+    if cfg.steps <= 0:
+        raise UserError(f"--steps must be positive (got {cfg.steps})")
+    if not 0.0 <= cfg.lam <= 1.0:
+        raise UserError(f"--lam must lie in [0, 1] (got {cfg.lam})")
+    if cfg.render.resolution < 8 or cfg.render.resolution % 8:
+        raise UserError(f"render.resolution must be a multiple of 8 and >= 8 (got {cfg.render.resolution})")
+    if cfg.render.batch_size <= 0:
+        raise UserError(f"render.batch_size must be positive (got {cfg.render.batch_size})")
+    if cfg.world == "synthetic" and cfg.render.resolution != cfg.synthetic.resolution:
+        raise UserError(f"render.resolution {cfg.render.resolution} is not valid for the synthetic prior "
+                        f"(it works at synthetic.resolution = {cfg.synthetic.resolution})")
+    if cfg.guidance == "photometric" and cfg.world != "synthetic":
+        raise UserError("--guidance photometric fits the synthetic head: use it with --world synthetic")
+    lrs = {f.name: getattr(cfg.gaussians, f.name) for f in dataclasses.fields(cfg.gaussians) if f.name.startswith("lr_")}
+    lrs["variational.lr"] = cfg.variational.lr
+    for name, lr in lrs.items():
+        if lr < 0:
+            raise UserError(f"learning rate {name} must not be negative (got {lr})")
+    if not 0 <= cfg.gaussians.sh_degree <= 3:
+        raise UserError(f"gaussians.sh_degree must be 0..3 (got {cfg.gaussians.sh_degree})")
+    lo, hi = cfg.prior.t_min, cfg.prior.t_max
+    if not 0 <= lo < hi <= 1 or not lo < cfg.prior.t_max_final <= 1:
+        raise UserError(f"prior timesteps need 0 <= t_min < t_max_final, t_max <= 1 (got {lo}, {hi})")

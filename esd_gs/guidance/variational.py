@@ -1,0 +1,131 @@
+"""The variational score network of VSD/ESD: a UNet with a camera embedding, trained online.
+
+The camera enters as diffusers' class embedding: flattened 4x4 camera-to-world (16 numbers) -> MLP ->
+added to the time embedding. The camera-free branch is an all-zero camera through the same MLP
+(learned thanks to camera dropout). Rows that must get no camera term at all (the prior's rows when
+the base UNet is shared) carry a mask of 0: MLP(0) is not 0, so zeroing the input would not do.
+
+`lora_rank` > 0 trains a peft LoRA adapter on a (shared or separate) pretrained UNet;
+`lora_rank` = 0 trains the whole UNet (the synthetic world's small network).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .prior import eps_from_prediction
+
+ADAPTER = "esd_lora"
+
+
+@dataclass
+class VariationalConfig:
+    lora_rank: int = 16
+    """LoRA rank on the SD UNet (0 = train the whole UNet)."""
+    base_model: str = "shared"
+    """'shared': adapter on the prior's own UNet (far less memory); else a model id / folder to load."""
+    lr: float = 1e-4
+    camera_dropout: float = 0.1
+    """Probability that a whole training batch gets the all-zero camera (teaches the camera-free score)."""
+    train_steps_per_iter: int = 1
+
+
+class CameraEmbedding(nn.Module):
+    """class_labels [B,17] = (c2w flattened [16], mask [1]) -> mask * MLP(c2w)."""
+
+    def __init__(self, out_dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(16, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, class_labels: Tensor) -> Tensor:
+        cam, mask = class_labels[:, :16], class_labels[:, 16:]
+        return self.mlp(cam.to(self.mlp[0].weight.dtype)) * mask.to(self.mlp[0].weight.dtype)
+
+    def labels(self, cam16: Tensor | None, batch: int, prior_rows: bool = False) -> Tensor:
+        """cam16 None means the all-zero camera; prior_rows gives mask 0 (no camera term at all)."""
+        device = self.mlp[0].weight.device
+        cam = torch.zeros(batch, 16, device=device) if cam16 is None else cam16.to(device, torch.float32)
+        mask = torch.full((batch, 1), 0.0 if prior_rows else 1.0, device=device)
+        return torch.cat([cam, mask], dim=-1)
+
+
+class UNetVariational(nn.Module):
+    def __init__(self, unet, text_embedding: Tensor, scheduler, cfg: VariationalConfig):
+        super().__init__()
+        self.unet, self.scheduler, self.cfg = unet, scheduler, cfg
+        self.register_buffer("text", text_embedding.detach().clone(), persistent=False)
+        if cfg.lora_rank > 0:
+            from peft import LoraConfig
+
+            unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank, init_lora_weights="gaussian",
+                                        target_modules=["to_k", "to_q", "to_v", "to_out.0"]), adapter_name=ADAPTER)
+            trainable = [p for n, p in unet.named_parameters() if "lora_" in n]
+            for p in trainable:  # LoRA weights train in fp32 even on a half-precision base
+                p.data = p.data.float()
+        else:
+            unet.requires_grad_(True)
+            trainable = list(unet.parameters())
+        time_dim = unet.time_embedding.linear_2.out_features
+        unet.class_embedding = CameraEmbedding(time_dim).to(unet.device)
+        self.trainable = trainable + list(unet.class_embedding.parameters())
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, betas=(0.9, 0.99))
+
+    def _eps(self, x_t: Tensor, t: Tensor, class_labels: Tensor) -> Tensor:
+        dtype = self.unet.dtype
+        text = self.text.expand(len(x_t), -1, -1).to(dtype)
+        pred = self.unet(x_t.to(dtype), t, encoder_hidden_states=text, class_labels=class_labels).sample
+        return eps_from_prediction(pred.float(), x_t.float(), t, self.scheduler)
+
+    @torch.no_grad()
+    def camera_eps(self, x_t: Tensor, t: Tensor, cam16: Tensor | None) -> Tensor:
+        """eps_lora(x_t, t, camera); cam16 None = the camera-free branch."""
+        return self._eps(x_t, t, self.unet.class_embedding.labels(cam16, len(x_t)))
+
+    @torch.no_grad()
+    def esd_eps(self, x_t: Tensor, t: Tensor, cam16: Tensor, lam: float) -> Tensor:
+        """lam * eps(x_t, t, no camera) + (1 - lam) * eps(x_t, t, camera), in one batched UNet call."""
+        if lam == 0.0:
+            return self.camera_eps(x_t, t, cam16)
+        if lam == 1.0:
+            return self.camera_eps(x_t, t, None)
+        B = len(x_t)
+        emb = self.unet.class_embedding
+        labels = torch.cat([emb.labels(None, B), emb.labels(cam16, B)])
+        eps_free, eps_cam = self._eps(torch.cat([x_t, x_t]), torch.cat([t, t]), labels).chunk(2)
+        return lam * eps_free + (1 - lam) * eps_cam
+
+    def train_step(self, latents: Tensor, cam16: Tensor) -> float:
+        """One denoising step on detached latents at uniform t; returns the loss."""
+        latents = latents.detach()
+        B = len(latents)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (B,), device=latents.device)
+        noise = torch.randn_like(latents)
+        x_t = self.scheduler.add_noise(latents, noise, t)
+        drop = torch.rand(()) < self.cfg.camera_dropout
+        labels = self.unet.class_embedding.labels(None if drop else cam16, B)
+        text = self.text.expand(B, -1, -1).to(self.unet.dtype)
+        pred = self.unet(x_t.to(self.unet.dtype), t, encoder_hidden_states=text, class_labels=labels).sample
+        target = noise if self.scheduler.config.prediction_type == "epsilon" else \
+            self.scheduler.get_velocity(latents, noise, t)
+        loss = F.mse_loss(pred.float(), target.float())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def trainable_state(self) -> dict:
+        """Only what training changes: LoRA (or whole-UNet) weights, camera MLP, optimiser."""
+        names = {id(p): n for n, p in self.unet.named_parameters()}
+        return {"params": {names[id(p)]: p.detach().clone() for p in self.trainable},
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_trainable_state(self, state: dict) -> None:
+        params = dict(self.unet.named_parameters())
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                params[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,44 @@
+"""Checkpoints: one torch file per save, written atomically, loaded with weights_only=True.
+
+A checkpoint holds only tensors, numbers, strings, lists and dicts (no pickled objects), so a file
+from elsewhere cannot run code. Because every save is a rename, a half-written file never exists
+under a checkpoint name; `latest_checkpoint` still falls back to an older one if the newest fails.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from .atomic import atomic_path
+
+PATTERN = "step_*.pt"
+
+
+def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 2) -> Path:
+    path = Path(directory) / f"step_{step:07d}.pt"
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    for old in sorted(Path(directory).glob(PATTERN))[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"cannot load checkpoint {path}: {type(e).__name__}")
+
+
+def latest_checkpoint(directory: Path) -> dict | None:
+    """The newest checkpoint that loads, or None when there is none."""
+    for path in sorted(Path(directory).glob(PATTERN), reverse=True):
+        try:
+            return load_checkpoint(path)
+        except UserError:
+            continue
+    return None

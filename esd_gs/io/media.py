@@ -1,0 +1,52 @@
+"""Images and videos (imageio), written atomically."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from torch import Tensor
+
+from .atomic import atomic_path
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """[...,H,W,3] floats in [0,1] -> uint8 numpy; NaN becomes 0 so a bad render never crashes a save."""
+    return (torch.nan_to_num(images.detach().float().cpu()).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+
+
+def grid(images: Tensor, cols: int | None = None, upscale: int = 1) -> Tensor:
+    """[N,H,W,3] -> one [rows*H, cols*W, 3] image."""
+    if upscale > 1:
+        images = images.repeat_interleave(upscale, 1).repeat_interleave(upscale, 2)
+    n, h, w, c = images.shape
+    cols = cols or n
+    rows = -(-n // cols)
+    pad = torch.ones(rows * cols - n, h, w, c, dtype=images.dtype, device=images.device)
+    images = torch.cat([images, pad]).reshape(rows, cols, h, w, c)
+    return images.permute(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+
+
+def save_png(path: str | os.PathLike, image: Tensor) -> None:
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, to_uint8(image), extension=".png")
+
+
+def save_video(path: str | os.PathLike, frames: Tensor, fps: int = 15) -> bool:
+    """GIF via Pillow; MP4 via imageio-ffmpeg when its binary is available. Returns False if skipped."""
+    data = to_uint8(frames)
+    if str(path).lower().endswith(".gif"):
+        with atomic_path(path) as tmp:
+            iio.imwrite(tmp, data, extension=".gif", duration=int(1000 / fps), loop=0)
+        return True
+    try:
+        with atomic_path(path) as tmp:
+            iio.imwrite(tmp, data, extension=os.path.splitext(str(path))[1], fps=fps, codec="libx264",
+                        macro_block_size=1, plugin="FFMPEG")
+    except Exception as e:  # no usable ffmpeg: the GIF still exists, the run goes on
+        warnings.warn(f"skipped {path}: {type(e).__name__}: {e}")
+        return False
+    return True

@@ -1,0 +1,131 @@
+"""INRIA-layout 3DGS PLY files (plyfile): x y z, nx ny nz, f_dc_0..2, f_rest_*, opacity (logit),
+scale_0..2 (log), rot_0..3 (wxyz). f_rest is channel-major (all R coefficients, then G, then B),
+as the original 3DGS code and `gsplat.export_splats` write it.
+
+Reading validates before allocating: a header that claims more vertices than the file can hold,
+missing fields, an SH count that is no degree, or non-finite values raise a one-line UserError.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from plyfile import PlyData, PlyElement
+
+from ..errors import UserError
+from .atomic import atomic_path
+
+REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
+            "rot_0", "rot_1", "rot_2", "rot_3"]
+_SIZES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
+          "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
+_MAX_HEADER = 1 << 16
+
+
+def write_ply(path: str | os.PathLike, splats) -> None:
+    """Writes raw (pre-activation) splats atomically. Refuses non-finite values."""
+    t = {k: splats[k].detach().float().cpu() for k in ("means", "sh0", "shN", "opacities", "scales", "quats")}
+    n = len(t["means"])
+    if not all(torch.isfinite(v).all() for v in t.values()):
+        raise UserError(f"refusing to write {path}: the model contains NaN or Inf values")
+    f_rest = t["shN"].transpose(1, 2).reshape(n, -1)
+    columns = ([("x", t["means"][:, 0]), ("y", t["means"][:, 1]), ("z", t["means"][:, 2])]
+               + [(name, torch.zeros(n)) for name in ("nx", "ny", "nz")]
+               + [(f"f_dc_{i}", t["sh0"][:, 0, i]) for i in range(3)]
+               + [(f"f_rest_{i}", f_rest[:, i]) for i in range(f_rest.shape[1])]
+               + [("opacity", t["opacities"])]
+               + [(f"scale_{i}", t["scales"][:, i]) for i in range(3)]
+               + [(f"rot_{i}", t["quats"][:, i]) for i in range(4)])
+    data = np.empty(n, dtype=[(name, "<f4") for name, _ in columns])
+    for name, values in columns:
+        data[name] = values.numpy()
+    with atomic_path(path) as tmp:
+        PlyData([PlyElement.describe(data, "vertex")], byte_order="<").write(str(tmp))
+
+
+def _check_header(path: Path) -> None:
+    """Parses the header ourselves so that a lying vertex count never reaches an allocation."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(_MAX_HEADER)
+    if not head.startswith(b"ply"):
+        raise UserError(f"{path} is not a PLY file (it does not start with 'ply')")
+    end = head.find(b"end_header")
+    if end < 0:
+        raise UserError(f"{path}: PLY header has no end_header (truncated or not a PLY file)")
+    header = head[:end].decode("ascii", errors="replace")
+    body_start = head.index(b"\n", end) + 1 if b"\n" in head[end:] else size
+    fmt = re.search(r"^format (\S+)", header, re.M)
+    if fmt is None:
+        raise UserError(f"{path}: PLY header has no format line")
+    elements, current = [], None
+    for line in header.splitlines():
+        parts = line.split()
+        if parts[:1] == ["element"] and len(parts) == 3 and parts[2].isdigit():
+            current = [parts[1], int(parts[2]), 0, False]
+            elements.append(current)
+        elif parts[:1] == ["property"] and current is not None:
+            if parts[1] == "list":
+                current[3] = True
+            else:
+                current[2] += _SIZES.get(parts[1], 4)
+    vertex = [e for e in elements if e[0] == "vertex"]
+    if not vertex:
+        raise UserError(f"{path}: PLY file has no vertex element")
+    body = size - body_start
+    if fmt.group(1).startswith("binary"):
+        need = sum(count * row for _, count, row, has_list in elements if not has_list)
+        if need > body:
+            raise UserError(f"{path}: header claims {vertex[0][1]} vertices ({need} bytes) but only {body} "
+                            "bytes follow (truncated or corrupt file)")
+    elif vertex[0][1] > body:  # ascii: every vertex takes at least one byte
+        raise UserError(f"{path}: header claims {vertex[0][1]} vertices but the file is too short")
+
+
+def read_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Reads a 3DGS PLY into raw tensors (means, scales, quats, opacities, sh0 [N,1,3], shN [N,K,3])."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"PLY file not found: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty")
+    _check_header(path)
+    try:
+        vertex = PlyData.read(str(path))["vertex"].data
+    except Exception as e:  # plyfile raises many types on malformed bodies
+        raise UserError(f"{path}: cannot parse PLY ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    names = vertex.dtype.names or ()
+    missing = [f for f in REQUIRED if f not in names]
+    if missing:
+        raise UserError(f"{path}: not a Gaussian-splat PLY (missing fields: {', '.join(missing)})")
+    n_rest = sum(1 for f in names if f.startswith("f_rest_"))
+    degree = math.isqrt(n_rest // 3 + 1) - 1
+    if n_rest % 3 or (degree + 1) ** 2 - 1 != n_rest // 3 or degree > 3:
+        raise UserError(f"{path}: {n_rest} f_rest fields is not a spherical-harmonics degree 0..3")
+    if len(vertex) == 0:
+        raise UserError(f"{path} holds no Gaussians")
+
+    def cols(fields):
+        return torch.from_numpy(np.stack([np.asarray(vertex[f], dtype=np.float32) for f in fields], axis=-1))
+
+    n = len(vertex)
+    out = {
+        "means": cols(["x", "y", "z"]),
+        "sh0": cols(["f_dc_0", "f_dc_1", "f_dc_2"])[:, None, :],
+        "shN": cols([f"f_rest_{i}" for i in range(n_rest)]).reshape(n, 3, -1).transpose(1, 2).contiguous()
+        if n_rest else torch.zeros(n, 0, 3),
+        "opacities": cols(["opacity"])[:, 0],
+        "scales": cols(["scale_0", "scale_1", "scale_2"]),
+        "quats": cols(["rot_0", "rot_1", "rot_2", "rot_3"]),
+    }
+    bad = [k for k, v in out.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"{path}: contains NaN or Inf values (in {', '.join(bad)})")
+    if (out["quats"].norm(dim=-1) == 0).any():
+        raise UserError(f"{path}: contains zero-length rotation quaternions")
+    return out

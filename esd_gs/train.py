@@ -1,0 +1,306 @@
+"""The training loop: render views, score them with the objective, step Adam, densify, save.
+
+Everything random draws from the global torch RNG or `self.generator` (cameras, backgrounds); both are
+in every checkpoint, so 10 steps + --resume 10 steps equals 20 steps straight on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from .cameras import Cameras, make_cameras, turntable
+from .config import TrainConfig, to_dict, validate
+from .densify import make_densifier
+from .errors import UserError
+from .gaussians import init_sphere, make_optimizers, splats_from_tensors
+from .guidance.distill import DistillationObjective
+from .io.atomic import write_json, write_text
+from .io.checkpoint import latest_checkpoint, save_checkpoint
+from .io.media import grid, save_png, save_video
+from .io.ply import read_ply, write_ply
+from .render import render
+
+MAX_NONFINITE_STREAK = 5
+
+
+class PhotometricObjective:
+    """Fits fixed target views with an L1 loss (multi-view reconstruction)."""
+
+    def __init__(self, cameras: Cameras, targets: torch.Tensor, background: torch.Tensor, batch_size: int):
+        self.cameras, self.targets, self.background, self.batch_size = cameras, targets, background, batch_size
+
+    def views(self, step: int, generator: torch.Generator):
+        idx = torch.randperm(len(self.cameras), generator=generator)[: self.batch_size]
+        self._idx = idx
+        return self.cameras[idx], self.background.expand(len(idx), 3)
+
+    def loss(self, rgb, cams, step):
+        loss = (rgb - self.targets[self._idx].to(rgb.device)).abs().mean()
+        return loss, {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_objective(cfg: TrainConfig, device: torch.device):
+    """Prior + variational network + rule, for the configured world."""
+    if cfg.world == "synthetic":
+        from .synthetic.world import ExactVariational, SyntheticPrior, small_unet
+
+        prior = SyntheticPrior(cfg.synthetic)
+        if cfg.guidance == "photometric":
+            cams = make_cameras(prior.azimuth_deg, prior.elevation_deg, cfg.synthetic.radius,
+                                cfg.synthetic.fovy_deg, cfg.synthetic.resolution)
+            return PhotometricObjective(cams, prior.photos, torch.ones(1, 3), cfg.render.batch_size)
+        variational = None
+        if cfg.guidance != "sds":
+            if cfg.synthetic.variational == "exact":
+                variational = ExactVariational(cfg.synthetic, prior.scheduler)
+            else:
+                from .guidance.variational import UNetVariational
+
+                unet = small_unet(cfg.synthetic).to(device)
+                text = torch.zeros(1, 1, unet.config.cross_attention_dim, device=device)
+                vcfg = type(cfg.variational)(**{**vars(cfg.variational), "lora_rank": 0})
+                variational = UNetVariational(unet, text, prior.scheduler, vcfg)
+    else:
+        from .guidance.prior import DEFAULT_MODEL, StableDiffusionPrior
+
+        dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
+                 "float16": torch.float16, "bfloat16": torch.bfloat16}[cfg.dtype]
+        model = cfg.model_path or DEFAULT_MODEL
+        prior = StableDiffusionPrior(model, cfg.prompt, cfg.negative_prompt, device, dtype)
+        variational = None
+        if cfg.guidance != "sds":
+            from .guidance.variational import UNetVariational
+
+            unet = prior.unet
+            if cfg.variational.base_model != "shared":
+                from diffusers import UNet2DConditionModel
+
+                unet = UNet2DConditionModel.from_pretrained(cfg.variational.base_model, subfolder="unet",
+                                                            torch_dtype=dtype).to(device).requires_grad_(False)
+            variational = UNetVariational(unet, prior.cond[None], prior.scheduler, cfg.variational)
+    return DistillationObjective(prior, variational, cfg.guidance, cfg.lam, cfg.prior, cfg.cameras,
+                                 cfg.render.resolution, cfg.render.batch_size, cfg.steps)
+
+
+def default_run_name(cfg: TrainConfig) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", cfg.prompt.lower()).strip("-")[:40] or "run"
+    tag = cfg.guidance if cfg.guidance != "esd" else f"esd{cfg.lam:g}"
+    return f"{slug}-{tag}-s{cfg.seed}"
+
+
+def choose_run_dir(cfg: TrainConfig) -> Path:
+    """resume: the existing folder; otherwise a new folder (suffix -1, -2, ...) unless --overwrite."""
+    base = Path(cfg.output_dir) / (cfg.run_name or default_run_name(cfg))
+    if cfg.resume:
+        if not (base / "checkpoints").is_dir():
+            raise UserError(f"--resume: no checkpoints in {base}; pass the run's --output-dir/--run-name")
+        return base
+    if cfg.overwrite or not base.exists():
+        return base
+    i = 1
+    while base.with_name(f"{base.name}-{i}").exists():
+        i += 1
+    return base.with_name(f"{base.name}-{i}")
+
+
+def preview_cameras(resolution: int, cfg: TrainConfig) -> Cameras:
+    radius = cfg.synthetic.radius if cfg.world == "synthetic" else sum(cfg.cameras.radius) / 2
+    fovy = cfg.synthetic.fovy_deg if cfg.world == "synthetic" else sum(cfg.cameras.fovy_deg) / 2
+    return make_cameras(torch.tensor([0.0, 90.0, 180.0, -90.0]), 15.0, radius, fovy, resolution)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        validate(cfg)
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        self.run_dir = choose_run_dir(cfg)
+        try:
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the run folder {self.run_dir}: {e.strerror}")
+        torch.manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.objective = build_objective(cfg, self.device)
+        if cfg.init_ply:
+            self.splats = splats_from_tensors(read_ply(cfg.init_ply), self.device)
+        else:
+            self.splats = init_sphere(cfg.gaussians, self.generator, self.device)
+        self.optimizers = make_optimizers(self.splats, cfg.gaussians)
+        self.densifier = make_densifier(cfg.densify) if cfg.densify.enabled else None
+        self.strategy_state = self.densifier.initialize_state(cfg.gaussians.scene_scale) if self.densifier else {}
+        self.step = 0
+        self.skipped_steps = 0
+        self.nonfinite_streak = 0
+        if cfg.resume:
+            self._load(latest_checkpoint(self.run_dir / "checkpoints"))
+        write_text(self.run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "step": self.step,
+            "splats": {k: v.detach().cpu() for k, v in self.splats.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "strategy": {k: v for k, v in self.strategy_state.items()},
+            "objective": self.objective.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "cameras": self.generator.get_state()},
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def _load(self, ckpt: dict | None) -> None:
+        if ckpt is None:
+            raise UserError(f"--resume: no complete checkpoint in {self.run_dir / 'checkpoints'}")
+        self.splats = splats_from_tensors(ckpt["splats"], self.device)
+        self.optimizers = make_optimizers(self.splats, self.cfg.gaussians)
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][k])
+        self.strategy_state = {k: (v.to(self.device) if torch.is_tensor(v) else v)
+                               for k, v in ckpt["strategy"].items()}
+        self.objective.load_state_dict(ckpt["objective"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.generator.set_state(ckpt["rng"]["cameras"])
+        self.step = ckpt["step"]
+        self.skipped_steps = ckpt.get("skipped_steps", 0)
+
+    def save_checkpoint(self) -> None:
+        save_checkpoint(self.run_dir / "checkpoints", self.step, self.state())
+
+    # -- one step ----------------------------------------------------------------------------
+    def train_step(self) -> dict:
+        step = self.step
+        cams, backgrounds = self.objective.views(step, self.generator)
+        backgrounds = self._backgrounds(backgrounds).to(self.device)
+        out = render(self.splats, cams, backgrounds, backend=self.cfg.render.backend)
+        loss, logs = self.objective.loss(out.rgb, cams, step)
+        if self.densifier:
+            self.densifier.step_pre_backward(self.splats, self.optimizers, self.strategy_state, step, out.info)
+        loss.backward()
+        finite = torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in self.splats.values()
+                                              if p.grad is not None)
+        if finite:
+            for opt in self.optimizers.values():
+                opt.step()
+            if self.densifier:
+                self.densifier.step_post_backward(self.splats, self.optimizers, self.strategy_state, step, out.info)
+            self.nonfinite_streak = 0
+        else:
+            self._handle_nonfinite()
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"step": self.step, "loss": loss.item(), "n_gaussians": len(self.splats["means"]),
+                "skipped_steps": self.skipped_steps, **logs}
+
+    def _backgrounds(self, sampled: torch.Tensor) -> torch.Tensor:
+        mode = self.cfg.render.background
+        if self.cfg.world == "synthetic":  # the synthetic photos are on white
+            mode = "white"
+        return {"random": sampled, "white": torch.ones_like(sampled), "black": torch.zeros_like(sampled)}[mode]
+
+    def _handle_nonfinite(self) -> None:
+        """Skip the step; after a streak, roll back to the last checkpoint and halve the learning rates."""
+        self.skipped_steps += 1
+        self.nonfinite_streak += 1
+        if self.nonfinite_streak < MAX_NONFINITE_STREAK:
+            return
+        ckpt = latest_checkpoint(self.run_dir / "checkpoints")
+        if ckpt is None:
+            raise RuntimeError("training diverged (non-finite loss or gradients) before the first checkpoint")
+        step, skipped = self.step, self.skipped_steps
+        self._load(ckpt)
+        self.step, self.skipped_steps, self.nonfinite_streak = step, skipped, 0
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] *= 0.5
+        warnings.warn(f"step {step}: {MAX_NONFINITE_STREAK} non-finite steps in a row; rolled back to the "
+                      f"checkpoint of step {ckpt['step']} and halved the learning rates")
+
+    # -- outputs -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def render_views(self, cams: Cameras) -> torch.Tensor:
+        bg = torch.ones(len(cams), 3, device=self.device)
+        return torch.cat([render(self.splats, cams[i:i + 12], bg[i:i + 12], backend=self.cfg.render.backend).rgb
+                          for i in range(0, len(cams), 12)])
+
+    def save_preview(self) -> None:
+        res = self.cfg.render.resolution
+        views = self.render_views(preview_cameras(res, self.cfg))
+        save_png(self.run_dir / "previews" / f"step_{self.step:06d}.png", grid(views, upscale=max(1, 128 // res)))
+
+    def finish(self) -> dict:
+        self.save_checkpoint()
+        write_ply(self.run_dir / "splats.ply", self.splats)
+        self.save_preview()
+        log = self.cfg.log
+        cams = turntable(log.turntable_frames, log.turntable_resolution,
+                         radius=self.cfg.synthetic.radius if self.cfg.world == "synthetic" else 1.8)
+        frames = self.render_views(cams)
+        save_video(self.run_dir / "turntable.gif", frames)
+        save_video(self.run_dir / "turntable.mp4", frames)
+        result = {"run_dir": str(self.run_dir), "steps": self.step, "skipped_steps": self.skipped_steps,
+                  "n_gaussians": len(self.splats["means"])}
+        if self.cfg.world == "synthetic":
+            from .synthetic.janus import janus_report
+
+            report = janus_report(self.splats, self.cfg.synthetic)
+            write_json(self.run_dir / "janus.json", report)
+            result["janus"] = {k: report[k] for k in ("janus", "front_share", "face_count", "view_error_deg",
+                                                      "view_variety")}
+        return result
+
+    def _trim_metrics(self) -> Path:
+        """Keeps the metric lines of steps already in the checkpoint (a killed run may have written more)."""
+        path = self.run_dir / "metrics.jsonl"
+        kept = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= self.step:
+                        kept.append(line)
+                except (ValueError, KeyError):
+                    break
+        write_text(path, "".join(line + "\n" for line in kept))
+        return path
+
+    def train(self) -> dict:
+        cfg = self.cfg
+        metrics_path = self._trim_metrics()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.log.progress, desc=self.run_dir.name,
+                   unit="step", dynamic_ncols=True)
+        with open(metrics_path, "a") as metrics:
+            while self.step < cfg.steps:
+                t0 = time.perf_counter()
+                logs = self.train_step()
+                logs["it_s"] = 1.0 / max(time.perf_counter() - t0, 1e-9)
+                metrics.write(json.dumps(logs) + "\n")
+                metrics.flush()
+                bar.set_postfix(loss=f"{logs['loss']:.4g}", gaussians=logs["n_gaussians"], refresh=False)
+                bar.update(1)
+                if cfg.log.preview_every and self.step % cfg.log.preview_every == 0:
+                    self.save_preview()
+                if cfg.log.checkpoint_every and self.step % cfg.log.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.save_checkpoint()
+        bar.close()
+        return self.finish()
+
