@@ -69,7 +69,9 @@ def _check_header(path: Path) -> None:
         if parts[:1] == ["element"] and len(parts) == 3 and parts[2].isdigit():
             current = [parts[1], int(parts[2]), 0, False]
             elements.append(current)
-        elif parts[:1] == ["property"] and current is not None:
+        elif parts[:1] == ["property"]:
+            if current is None or len(parts) < 3:
+                raise UserError(f"{path}: malformed PLY header line '{line.strip()[:60]}'")
             if parts[1] == "list":
                 current[3] = True
             else:
@@ -104,6 +106,8 @@ def read_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if missing:
         raise UserError(f"{path}: not a Gaussian-splat PLY (missing fields: {', '.join(missing)})")
     n_rest = sum(1 for f in names if f.startswith("f_rest_"))
+    if {f for f in names if f.startswith("f_rest_")} != {f"f_rest_{i}" for i in range(n_rest)}:
+        raise UserError(f"{path}: f_rest fields are not numbered 0..{n_rest - 1}")
     degree = math.isqrt(n_rest // 3 + 1) - 1
     if n_rest % 3 or (degree + 1) ** 2 - 1 != n_rest // 3 or degree > 3:
         raise UserError(f"{path}: {n_rest} f_rest fields is not a spherical-harmonics degree 0..3")

@@ -10,8 +10,11 @@ sharp that Janus vanishes even for SDS (DESIGN.md section 4), unlike Stable Diff
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +22,10 @@ from torch import Tensor
 
 from ..cameras import make_cameras
 from ..gaussians import rgb_to_sh0, splats_from_tensors
+from ..io.atomic import atomic_path
 from ..render import render
 
+PHOTOS_VERSION = 1  # bump when head_splats or the renderer changes what photos look like
 SKIN, HAIR, EYE, NOSE, MOUTH, EAR = (0.92, 0.72, 0.58), (0.22, 0.13, 0.07), (0.05, 0.05, 0.12), \
     (0.85, 0.3, 0.25), (0.65, 0.08, 0.1), (0.8, 0.55, 0.42)
 
@@ -121,6 +126,26 @@ def render_photos(splats, azimuth_deg: Tensor, elevation_deg: Tensor, cfg: Synth
     return torch.cat(out)
 
 
+def cached_photos(azimuth_deg: Tensor, elevation_deg: Tensor, cfg: SyntheticConfig) -> Tensor:
+    """render_photos, cached under $ESD_GS_CACHE (default ~/.cache/esd-gs): the photo set is a pure
+    function of the dataset settings, and rendering ~1000 views costs tens of seconds on a CPU."""
+    key = hashlib.sha256(repr((PHOTOS_VERSION, azimuth_deg.tolist(), elevation_deg.tolist(), cfg.resolution,
+                               cfg.radius, cfg.fovy_deg)).encode()).hexdigest()[:16]
+    path = Path(os.environ.get("ESD_GS_CACHE", Path.home() / ".cache" / "esd-gs")) / f"photos-{key}.pt"
+    if path.is_file():
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception:
+            pass  # unreadable cache: render again
+    photos = render_photos(head_splats(), azimuth_deg, elevation_deg, cfg)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(photos, tmp)
+    except OSError:
+        pass  # a read-only home only costs time
+    return photos
+
+
 def ideal_denoiser(x_t: Tensor, t: Tensor, images: Tensor, log_weights: Tensor, alphas_cumprod: Tensor) -> Tensor:
     """E[x0 | x_t] for the empirical distribution sum_i pi_i delta(x_i). x_t [B,D], images [N,D],
     log_weights [B,N] or [N]."""
@@ -143,9 +168,8 @@ class SyntheticPrior:
         self.azimuth_deg = sample_front_biased_azimuths(cfg.num_images, cfg.front_share, g)
         lo, hi = cfg.elevation_deg
         self.elevation_deg = lo + (hi - lo) * torch.rand(cfg.num_images, generator=g)
-        photos = render_photos(head_splats(), self.azimuth_deg, self.elevation_deg, cfg)
-        self.photos = photos
-        self.images = (photos.permute(0, 3, 1, 2) * 2 - 1).reshape(cfg.num_images, -1)
+        self.photos = cached_photos(self.azimuth_deg, self.elevation_deg, cfg)
+        self.images = (self.photos.permute(0, 3, 1, 2) * 2 - 1).reshape(cfg.num_images, -1)
 
     def encode(self, rgb: Tensor) -> Tensor:
         x = rgb.permute(0, 3, 1, 2)
