@@ -135,17 +135,18 @@ class Trainer:
         self.cfg = cfg
         self.device = pick_device(cfg.device)
         self.run_dir = choose_run_dir(cfg)
-        try:
-            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"cannot create the run folder {self.run_dir}: {e.strerror}")
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.objective = build_objective(cfg, self.device)
+        # every input (PLY, weights) is read before anything is written
         if cfg.init_ply:
             self.splats = splats_from_tensors(read_ply(cfg.init_ply), self.device)
         else:
             self.splats = init_sphere(cfg.gaussians, self.generator, self.device)
+        self.objective = build_objective(cfg, self.device)
+        try:
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the run folder {self.run_dir}: {e.strerror}")
         self.optimizers = make_optimizers(self.splats, cfg.gaussians)
         self.densifier = make_densifier(cfg.densify) if cfg.densify.enabled else None
         self.strategy_state = self.densifier.initialize_state(cfg.gaussians.scene_scale) if self.densifier else {}
