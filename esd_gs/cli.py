@@ -1,23 +1,18 @@
-"""`esd-gs` command line (tyro): train | render | export | view | bench | janus."""
+"""`esd-gs` command line (tyro): train | janus (render, export, view, bench: see the open issues)."""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import tyro
 
 from .errors import UserError
 
-USAGE = """usage: esd-gs {train,render,export,view,bench,janus} [--help] ...
+USAGE = """usage: esd-gs {train,janus} [--help] ...
 
   train    optimise Gaussians for a prompt with SDS / VSD / ESD (esd-gs train --preset demo)
-  render   turntable GIF/MP4/PNG frames (RGB or depth) of a PLY or run folder
-  export   PLY -> .splat, or -> triangle mesh (--mesh) by TSDF fusion
-  view     interactive viewer on localhost (viser)
-  bench    speed of the rasterizer or of a whole training step
   janus    Janus metric of a synthetic-world result (front_share, face_count, ...)
 """
 
@@ -71,56 +66,7 @@ def cmd_janus(argv: list[str]) -> None:
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, list)}))
 
 
-@dataclass
-class RenderArgs:
-    """Render a turntable of a PLY or run folder."""
-
-    path: tyro.conf.Positional[Path]
-    """Run folder or PLY file."""
-    output: Path | None = None
-    """Output file (.gif, .mp4) or folder for PNG frames; default <ply folder>/turntable.gif."""
-    frames: int = 36
-    elevation_deg: float = 15.0
-    radius: float = 1.8
-    fovy_deg: float = 50.0
-    resolution: int = 256
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    mode: Literal["rgb", "depth"] = "rgb"
-    fps: int = 15
-    backend: Literal["auto", "torch", "gsplat"] = "auto"
-    device: str = "auto"
-
-
-def cmd_render(argv: list[str]) -> None:
-    from .render_tools import render_turntable
-
-    args = tyro.cli(RenderArgs, args=argv, prog="esd-gs render")
-    out = render_turntable(args)
-    print(f"wrote {out}")
-
-
-def cmd_export(argv: list[str]) -> None:
-    from .export import ExportArgs, export
-
-    args = tyro.cli(ExportArgs, args=argv, prog="esd-gs export")
-    for path in export(args):
-        print(f"wrote {path}")
-
-
-def cmd_view(argv: list[str]) -> None:
-    from .viewer import ViewArgs, serve
-
-    serve(tyro.cli(ViewArgs, args=argv, prog="esd-gs view"))
-
-
-def cmd_bench(argv: list[str]) -> None:
-    from .bench import main as bench_main
-
-    bench_main(argv)
-
-
-COMMANDS = {"train": cmd_train, "render": cmd_render, "export": cmd_export, "view": cmd_view,
-            "bench": cmd_bench, "janus": cmd_janus}
+COMMANDS = {"train": cmd_train, "janus": cmd_janus}
 
 
 def main(argv: list[str] | None = None) -> None:
