@@ -67,6 +67,17 @@ def test_janus_rejects_bad_ply(tmp_path, content, fragment):
     assert not (tmp_path / "janus.json").exists()
 
 
+@pytest.mark.parametrize("damage,fragment", [
+    (lambda b: b[:-40], "truncated"),
+    (lambda b: b.replace(b"property float scale_1", b"property float scale_9"), "missing fields: scale_1"),
+])
+def test_train_rejects_damaged_init_ply(tmp_path, damage, fragment):
+    write_ply(tmp_path / "ok.ply", small_scene(n=4, dtype=torch.float32))
+    (tmp_path / "bad.ply").write_bytes(damage((tmp_path / "ok.ply").read_bytes()))
+    out = tmp_path / "out"
+    assert_clean_error(run_cli("train", *SYNTH, "--output-dir", out, "--init-ply", tmp_path / "bad.ply"), fragment, out)
+
+
 def test_init_ply_with_nan_is_refused(tmp_path):
     splats = small_scene(n=4, dtype=torch.float32)
     write_ply(tmp_path / "ok.ply", splats)
