@@ -6,8 +6,8 @@ import torch
 from esd_gs.cameras import make_cameras
 from esd_gs.gaussians import activated
 from esd_gs.render import render
-from esd_gs.render.torch_backend import (ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_STOP, project,
-                                         quat_scale_to_covar)
+from esd_gs.render.composite import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_STOP
+from esd_gs.render.torch_backend import project, quat_scale_to_covar
 
 from scenes import small_scene
 

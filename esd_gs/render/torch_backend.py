@@ -7,9 +7,9 @@ Compositing (`RasterizeToPixels3DGSFwd.cu`): pixel centres at +0.5, alpha = min(
 skip alpha < 1/255, front-to-back by depth, a pixel stops *before* the Gaussian that would bring
 its transmittance to <= 1e-4. Output colour = sum(w c) + T bg, alpha = 1 - T.
 
-Work is tile-based (16x16 like gsplat): Gaussian/tile pairs are found from the bounding boxes,
-sorted by (tile, depth), and each tile's list is evaluated against its pixels as one dense
-[tiles, pixels, K] block, so autograd gives the gradients.
+Work is tile-based (16x16 like gsplat): Gaussian/tile pairs are found from the bounding boxes and
+sorted by (tile, depth) here in torch; the per-pixel compositing and its backward pass are gsplat's
+kernels compiled for the CPU (composite.py).
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ALPHA_THRESHOLD = 1.0 / 255.0
-MAX_ALPHA = 0.999
-TRANSMITTANCE_STOP = 1e-4
+from .composite import ALPHA_THRESHOLD, CompositeTiles
+
 BBOX_EXTEND = 3.33
 
 
@@ -106,72 +105,25 @@ def _tile_intersections(means2d: Tensor, radii: Tensor, width: int, height: int,
 
 
 def rasterize(means2d: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor, depths: Tensor,
-              radii: Tensor, width: int, height: int, backgrounds: Tensor | None = None,
-              tile_size: int = 16, chunk_elems: int = 1 << 23):
+              radii: Tensor, width: int, height: int, backgrounds: Tensor | None = None, tile_size: int = 16):
     """Composites projected Gaussians. colors [C,N,D] (D may include depth). Returns colors [C,H,W,D],
     alphas [C,H,W,1]."""
-    C, N, D = colors.shape
-    dtype, device = colors.dtype, colors.device
+    C = colors.shape[0]
     flat_tile, cam, gid, tiles_x, tiles_y = _tile_intersections(means2d, radii, width, height, tile_size)
     n_tiles = C * tiles_x * tiles_y
-    P = tile_size * tile_size
 
     # sort pairs by (tile, depth): stable sort on depth, then stable sort on tile
     order = torch.argsort(depths.detach()[cam, gid], stable=True)
     order = order[torch.argsort(flat_tile[order], stable=True)]
     flat_tile, cam, gid = flat_tile[order], cam[order], gid[order]
-    counts = torch.bincount(flat_tile, minlength=n_tiles)
-    starts = torch.cumsum(counts, 0) - counts
+    ends = torch.cumsum(torch.bincount(flat_tile, minlength=n_tiles), 0)
+    starts = torch.cat([ends.new_zeros(1), ends[:-1]])
 
-    # pixel centres of a tile, relative to its corner
-    iy, ix = torch.meshgrid(torch.arange(tile_size), torch.arange(tile_size), indexing="ij")
-    tile_pix = torch.stack([ix.reshape(-1), iy.reshape(-1)], dim=-1).to(dtype) + 0.5
-
-    # busiest tiles first so chunks pad little
-    busy = torch.nonzero(counts > 0, as_tuple=True)[0]
-    busy = busy[torch.argsort(counts[busy], descending=True)]
-    accum_chunks, trans_chunks = [], []
-    i = 0
-    while i < len(busy):
-        K = int(counts[busy[i]])
-        T = max(1, min(len(busy) - i, chunk_elems // (P * K)))
-        tiles = busy[i : i + T]
-        i += T
-        slot = torch.arange(K)
-        valid = slot[None, :] < counts[tiles, None]  # [T,K]
-        pair = (starts[tiles, None] + slot[None, :]).clamp(max=len(gid) - 1)
-        c_idx, g_idx = cam[pair], gid[pair]
-        mu, con = means2d[c_idx, g_idx], conics[c_idx, g_idx]  # [T,K,2], [T,K,3]
-        opac = opacities[g_idx] if opacities.dim() == 1 else opacities[c_idx, g_idx]
-        local = tiles % (tiles_x * tiles_y)
-        corner = torch.stack([local % tiles_x, local // tiles_x], dim=-1).to(dtype) * tile_size
-        pix = corner[:, None, :] + tile_pix[None]  # [T,P,2]
-        delta = mu[:, None, :, :] - pix[:, :, None, :]  # [T,P,K,2]
-        dx, dy = delta[..., 0], delta[..., 1]
-        sigma = 0.5 * (con[:, None, :, 0] * dx * dx + con[:, None, :, 2] * dy * dy) + con[:, None, :, 1] * dx * dy
-        alpha = torch.clamp(opac[:, None, :] * torch.exp(-sigma), max=MAX_ALPHA)
-        keep = valid[:, None, :] & (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
-        alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
-        with torch.no_grad():  # the stopping rule is a hard cut, as in gsplat's backward
-            included = torch.cumsum(torch.log1p(-alpha), dim=-1) > math.log(TRANSMITTANCE_STOP)
-        alpha = torch.where(included, alpha, torch.zeros_like(alpha))
-        log_t = torch.cumsum(torch.log1p(-alpha), dim=-1)
-        weights = alpha * torch.exp(log_t - torch.log1p(-alpha))  # alpha_k * T before k
-        accum_chunks.append(torch.einsum("tpk,tkd->tpd", weights, colors[c_idx, g_idx]))
-        trans_chunks.append(torch.exp(log_t[..., -1]))
-
-    accum = torch.zeros(n_tiles, P, D, dtype=dtype, device=device)
-    trans = torch.ones(n_tiles, P, dtype=dtype, device=device)
-    if accum_chunks:
-        accum = accum.index_copy(0, busy, torch.cat(accum_chunks))
-        trans = trans.index_copy(0, busy, torch.cat(trans_chunks))
-
-    def to_image(x: Tensor) -> Tensor:  # [C*tiles, P, ch] -> [C,H,W,ch]
-        ch = x.shape[-1]
-        x = x.reshape(C, tiles_y, tiles_x, tile_size, tile_size, ch).permute(0, 1, 3, 2, 4, 5)
-        return x.reshape(C, tiles_y * tile_size, tiles_x * tile_size, ch)[:, :height, :width]
-
-    out_colors, out_trans = to_image(accum), to_image(trans[..., None])
+    opac = opacities[gid] if opacities.dim() == 1 else opacities[cam, gid]
+    grid = (C, tiles_x, tiles_y, tile_size, width, height)
+    out_colors, out_trans = CompositeTiles.apply(means2d[cam, gid], conics[cam, gid], opac, colors[cam, gid],
+                                                 starts, ends, grid)
+    out_trans = out_trans[..., None]
     if backgrounds is not None:
         out_colors = out_colors + out_trans * backgrounds[:, None, None, :]
     return out_colors, 1.0 - out_trans

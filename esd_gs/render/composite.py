@@ -1,0 +1,129 @@
+"""Front-to-back alpha compositing on the CPU: gsplat's per-pixel kernels, compiled with numba.
+
+`RasterizeToPixels3DGSFwd.cu` / `...Bwd.cu` in gsplat 1.5.3, one tile per parallel task instead of one
+CUDA block: each pixel walks its tile's depth-sorted Gaussian list, skips alpha < 1/255, stops before
+the Gaussian that would bring transmittance to <= 1e-4 and remembers the last one it used; the backward
+pass walks the same list back to front from there. A tile owns its slice of the pair list, so per-pair
+gradients are written without races; autograd scatters them back to the Gaussians.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+
+ALPHA_THRESHOLD = 1.0 / 255.0
+MAX_ALPHA = 0.999
+TRANSMITTANCE_STOP = 1e-4
+
+# OpenMP first: an older TBB shipped by other wheels (open3d) would only earn a warning
+numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+
+
+@numba.njit(parallel=True, cache=True)
+def _forward(mu, con, opac, col, tile_start, tile_end, tiles_x, tiles_y, tile_size, width, height,
+             out_col, out_trans, last):
+    D = col.shape[1]
+    per_cam = tiles_x * tiles_y
+    for tile in numba.prange(len(tile_start)):
+        cam, local = tile // per_cam, tile % per_cam
+        x0, y0 = (local % tiles_x) * tile_size, (local // tiles_x) * tile_size
+        acc = np.zeros(D, dtype=col.dtype)
+        for py in range(y0, min(y0 + tile_size, height)):
+            for px in range(x0, min(x0 + tile_size, width)):
+                cx, cy = px + 0.5, py + 0.5
+                T = 1.0
+                acc[:] = 0.0
+                cur = tile_start[tile] - 1
+                for i in range(tile_start[tile], tile_end[tile]):
+                    dx, dy = mu[i, 0] - cx, mu[i, 1] - cy
+                    sigma = 0.5 * (con[i, 0] * dx * dx + con[i, 2] * dy * dy) + con[i, 1] * dx * dy
+                    alpha = min(MAX_ALPHA, opac[i] * np.exp(-sigma))
+                    if sigma < 0.0 or alpha < ALPHA_THRESHOLD:
+                        continue
+                    next_T = T * (1.0 - alpha)
+                    if next_T <= TRANSMITTANCE_STOP:
+                        break
+                    w = alpha * T
+                    for d in range(D):
+                        acc[d] += w * col[i, d]
+                    cur = i
+                    T = next_T
+                for d in range(D):
+                    out_col[cam, py, px, d] = acc[d]
+                out_trans[cam, py, px] = T
+                last[cam, py, px] = cur
+
+
+@numba.njit(parallel=True, cache=True)
+def _backward(mu, con, opac, col, tile_start, tiles_x, tiles_y, tile_size, width, height,
+              out_trans, last, v_col_out, v_trans_out, v_mu, v_con, v_opac, v_col):
+    D = col.shape[1]
+    per_cam = tiles_x * tiles_y
+    for tile in numba.prange(len(tile_start)):
+        cam, local = tile // per_cam, tile % per_cam
+        x0, y0 = (local % tiles_x) * tile_size, (local // tiles_x) * tile_size
+        behind = np.zeros(D, dtype=col.dtype)  # sum of w_j c_j over Gaussians behind the current one
+        for py in range(y0, min(y0 + tile_size, height)):
+            for px in range(x0, min(x0 + tile_size, width)):
+                cx, cy = px + 0.5, py + 0.5
+                T_final = out_trans[cam, py, px]
+                T = T_final
+                behind[:] = 0.0
+                v_T = v_trans_out[cam, py, px]
+                for i in range(last[cam, py, px], tile_start[tile] - 1, -1):
+                    dx, dy = mu[i, 0] - cx, mu[i, 1] - cy
+                    sigma = 0.5 * (con[i, 0] * dx * dx + con[i, 2] * dy * dy) + con[i, 1] * dx * dy
+                    vis = np.exp(-sigma)
+                    alpha = min(MAX_ALPHA, opac[i] * vis)
+                    if sigma < 0.0 or alpha < ALPHA_THRESHOLD:
+                        continue
+                    ra = 1.0 / (1.0 - alpha)
+                    T *= ra  # transmittance in front of Gaussian i
+                    w = alpha * T
+                    v_alpha = -v_T * T_final * ra
+                    for d in range(D):
+                        g = v_col_out[cam, py, px, d]
+                        v_col[i, d] += w * g
+                        v_alpha += (col[i, d] * T - behind[d] * ra) * g
+                        behind[d] += w * col[i, d]
+                    if opac[i] * vis <= MAX_ALPHA:  # the clamp passes no gradient, as in gsplat
+                        v_sigma = -opac[i] * vis * v_alpha
+                        v_con[i, 0] += 0.5 * v_sigma * dx * dx
+                        v_con[i, 1] += v_sigma * dx * dy
+                        v_con[i, 2] += 0.5 * v_sigma * dy * dy
+                        v_mu[i, 0] += v_sigma * (con[i, 0] * dx + con[i, 1] * dy)
+                        v_mu[i, 1] += v_sigma * (con[i, 1] * dx + con[i, 2] * dy)
+                        v_opac[i] += vis * v_alpha
+
+
+class CompositeTiles(torch.autograd.Function):
+    """Per-pair inputs (sorted by tile, then depth) -> colours [C,H,W,D] (no background), transmittance
+    [C,H,W]. Tile t covers pairs tile_start[t] .. tile_end[t]-1."""
+
+    @staticmethod
+    def forward(ctx, mu, con, opac, col, tile_start, tile_end, grid):
+        C, tiles_x, tiles_y, tile_size, width, height = grid
+        arrays = [x.detach().cpu().contiguous().numpy() for x in (mu, con, opac, col)]
+        dtype = arrays[0].dtype
+        out_col = np.zeros((C, height, width, col.shape[1]), dtype=dtype)
+        out_trans = np.ones((C, height, width), dtype=dtype)
+        last = np.empty((C, height, width), dtype=np.int64)
+        starts, ends = tile_start.cpu().numpy(), tile_end.cpu().numpy()
+        _forward(*arrays, starts, ends, tiles_x, tiles_y, tile_size, width, height, out_col, out_trans, last)
+        ctx.arrays, ctx.starts, ctx.grid = arrays, starts, grid
+        ctx.out_trans, ctx.last, ctx.device = out_trans, last, mu.device
+        return torch.from_numpy(out_col).to(mu.device), torch.from_numpy(out_trans).to(mu.device)
+
+    @staticmethod
+    def backward(ctx, v_col_out, v_trans_out):
+        C, tiles_x, tiles_y, tile_size, width, height = ctx.grid
+        mu, con, opac, col = ctx.arrays
+        grads = [np.zeros_like(x) for x in ctx.arrays]
+        v_col_out = v_col_out.detach().cpu().to(torch.from_numpy(mu).dtype).contiguous().numpy()
+        v_trans_out = v_trans_out.detach().cpu().to(torch.from_numpy(mu).dtype).contiguous().numpy()
+        _backward(mu, con, opac, col, ctx.starts, tiles_x, tiles_y, tile_size, width, height,
+                  ctx.out_trans, ctx.last, v_col_out, v_trans_out, *grads)
+        return (*(torch.from_numpy(g).to(ctx.device) for g in grads), None, None, None)
