@@ -16,7 +16,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from .cameras import Cameras, make_cameras, turntable
+from .cameras import Cameras, make_cameras
 from .config import TrainConfig, to_dict, validate
 from .densify import make_densifier
 from .errors import UserError
@@ -27,6 +27,8 @@ from .io.checkpoint import latest_checkpoint, save_checkpoint
 from .io.media import grid, save_png, save_video
 from .io.ply import read_ply, write_ply
 from .render import render
+from .render.turntable import render_frames, render_turntable
+from .timing import SectionTimer
 
 MAX_NONFINITE_STREAK = 5
 
@@ -86,7 +88,7 @@ def build_objective(cfg: TrainConfig, device: torch.device):
         dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
                  "float16": torch.float16, "bfloat16": torch.bfloat16}[cfg.dtype]
         model = cfg.model_path or DEFAULT_MODEL
-        prior = StableDiffusionPrior(model, cfg.prompt, cfg.negative_prompt, device, dtype)
+        prior = StableDiffusionPrior.load(model, cfg.prompt, cfg.negative_prompt, device, dtype)
         variational = None
         if cfg.guidance != "sds":
             from .guidance.variational import UNetVariational
@@ -123,14 +125,21 @@ def choose_run_dir(cfg: TrainConfig) -> Path:
     return base.with_name(f"{base.name}-{i}")
 
 
+def orbit(cfg: TrainConfig) -> tuple[float, float]:
+    """Radius and vertical field of view for previews and turntables."""
+    if cfg.world == "synthetic":
+        return cfg.synthetic.radius, cfg.synthetic.fovy_deg
+    return sum(cfg.cameras.radius) / 2, sum(cfg.cameras.fovy_deg) / 2
+
+
 def preview_cameras(resolution: int, cfg: TrainConfig) -> Cameras:
-    radius = cfg.synthetic.radius if cfg.world == "synthetic" else sum(cfg.cameras.radius) / 2
-    fovy = cfg.synthetic.fovy_deg if cfg.world == "synthetic" else sum(cfg.cameras.fovy_deg) / 2
+    radius, fovy = orbit(cfg)
     return make_cameras(torch.tensor([0.0, 90.0, 180.0, -90.0]), 15.0, radius, fovy, resolution)
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, objective=None):
+        """objective: a ready-made one (benchmarks); default: built from cfg."""
         validate(cfg)
         self.cfg = cfg
         self.device = pick_device(cfg.device)
@@ -142,7 +151,10 @@ class Trainer:
             self.splats = splats_from_tensors(read_ply(cfg.init_ply), self.device)
         else:
             self.splats = init_sphere(cfg.gaussians, self.generator, self.device)
-        self.objective = build_objective(cfg, self.device)
+        self.objective = objective or build_objective(cfg, self.device)
+        self.timer = SectionTimer()
+        if hasattr(self.objective, "timer"):
+            self.objective.timer = self.timer
         try:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -189,21 +201,26 @@ class Trainer:
 
     # -- one step ----------------------------------------------------------------------------
     def train_step(self) -> dict:
-        step = self.step
+        step, timer = self.step, self.timer
         cams, backgrounds = self.objective.views(step, self.generator)
         backgrounds = self._backgrounds(backgrounds).to(self.device)
-        out = render(self.splats, cams, backgrounds, backend=self.cfg.render.backend)
+        with timer("render"):
+            out = render(self.splats, cams, backgrounds, backend=self.cfg.render.backend)
         loss, logs = self.objective.loss(out.rgb, cams, step)
         if self.densifier:
             self.densifier.step_pre_backward(self.splats, self.optimizers, self.strategy_state, step, out.info)
-        loss.backward()
+        with timer("backward"):
+            loss.backward()
         finite = torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in self.splats.values()
                                               if p.grad is not None)
         if finite:
-            for opt in self.optimizers.values():
-                opt.step()
+            with timer("optimizer"):
+                for opt in self.optimizers.values():
+                    opt.step()
             if self.densifier:
-                self.densifier.step_post_backward(self.splats, self.optimizers, self.strategy_state, step, out.info)
+                with timer("densify"):
+                    self.densifier.step_post_backward(self.splats, self.optimizers, self.strategy_state, step,
+                                                      out.info)
             self.nonfinite_streak = 0
         else:
             self._handle_nonfinite()
@@ -238,15 +255,9 @@ class Trainer:
                       f"checkpoint of step {ckpt['step']} and halved the learning rates")
 
     # -- outputs -----------------------------------------------------------------------------
-    @torch.no_grad()
-    def render_views(self, cams: Cameras) -> torch.Tensor:
-        bg = torch.ones(len(cams), 3, device=self.device)
-        return torch.cat([render(self.splats, cams[i:i + 12], bg[i:i + 12], backend=self.cfg.render.backend).rgb
-                          for i in range(0, len(cams), 12)])
-
     def save_preview(self) -> None:
         res = self.cfg.render.resolution
-        views = self.render_views(preview_cameras(res, self.cfg))
+        views, _, _ = render_frames(self.splats, preview_cameras(res, self.cfg), backend=self.cfg.render.backend)
         save_png(self.run_dir / "previews" / f"step_{self.step:06d}.png", grid(views, upscale=max(1, 128 // res)))
 
     def finish(self) -> dict:
@@ -254,9 +265,9 @@ class Trainer:
         write_ply(self.run_dir / "splats.ply", self.splats)
         self.save_preview()
         log = self.cfg.log
-        cams = turntable(log.turntable_frames, log.turntable_resolution,
-                         radius=self.cfg.synthetic.radius if self.cfg.world == "synthetic" else 1.8)
-        frames = self.render_views(cams)
+        radius, fovy = orbit(self.cfg)
+        frames, _, _ = render_turntable(self.splats, log.turntable_frames, log.turntable_resolution, radius=radius,
+                                        fovy_deg=fovy, backend=self.cfg.render.backend)
         save_video(self.run_dir / "turntable.gif", frames)
         save_video(self.run_dir / "turntable.mp4", frames)
         result = {"run_dir": str(self.run_dir), "steps": self.step, "skipped_steps": self.skipped_steps,

@@ -18,7 +18,7 @@ def tiny_sd(tmp_path_factory):
 
 @pytest.fixture
 def prior(tiny_sd):
-    return StableDiffusionPrior(str(tiny_sd), "a corgi", "")
+    return StableDiffusionPrior.load(str(tiny_sd), "a corgi", "")
 
 
 def attach(prior, rank=4, lr=1e-3):

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..cameras import CameraConfig, Cameras, sample_orbit, view_direction
+from ..timing import SectionTimer
 
 Rule = Literal["sds", "vsd", "esd"]
 
@@ -64,23 +65,27 @@ class DistillationObjective:
         self.cfg, self.cameras, self.resolution, self.batch_size = cfg, cameras, resolution, batch_size
         self.total_steps = total_steps
         self.scale = cfg.guidance_scale if cfg.guidance_scale is not None else (100.0 if rule == "sds" else 7.5)
+        self.timer = SectionTimer()
 
     def views(self, step: int, generator: torch.Generator) -> tuple[Cameras, Tensor]:
         cams = sample_orbit(self.cameras, self.batch_size, self.resolution, generator)
         return cams, torch.rand(self.batch_size, 3, generator=generator)
 
     def loss(self, rgb: Tensor, cams: Cameras, step: int) -> tuple[Tensor, dict]:
-        prior = self.prior
-        latents = prior.encode(rgb)
+        prior, timer = self.prior, self.timer
+        with timer("encode"):
+            latents = prior.encode(rgb)
         B, T = len(latents), prior.scheduler.config.num_train_timesteps
         lo, hi = timestep_bounds(step, self.total_steps, self.cfg)
         t = torch.randint(int(lo * T), int(hi * T) + 1, (B,), device=latents.device)
         noise = torch.randn_like(latents)
         x_t = prior.scheduler.add_noise(latents.detach(), noise, t)
         directions = view_direction(cams.azimuth_deg, cams.elevation_deg) if self.cfg.view_dependent_prompt else None
-        eps_prior = prior.guided_eps(x_t, t, directions, self.scale)
+        with timer("prior"):
+            eps_prior = prior.guided_eps(x_t, t, directions, self.scale)
         cam16 = cams.camera_embedding_input().to(latents.device)
-        eps_q = esd_eps_q(self.rule, noise, self.variational, x_t, t, cam16, self.lam)
+        with timer("variational"):
+            eps_q = esd_eps_q(self.rule, noise, self.variational, x_t, t, cam16, self.lam)
         w = (1 - prior.scheduler.alphas_cumprod.to(latents.device)[t]).view(-1, 1, 1, 1)
         grad = w * (eps_prior - eps_q)
         if self.cfg.grad_clip is not None:
@@ -88,7 +93,8 @@ class DistillationObjective:
         loss = distillation_loss(latents, grad)
         logs = {"t": t.float().mean().item(), "grad_norm": grad.norm().item() / B}
         if self.variational is not None:
-            logs["variational_loss"] = self.variational.train_step(latents.detach(), cam16)
+            with timer("variational_training"):
+                logs["variational_loss"] = self.variational.train_step(latents.detach(), cam16)
         return loss, logs
 
     def state_dict(self) -> dict:

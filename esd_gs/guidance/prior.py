@@ -66,29 +66,130 @@ def adapters_disabled(unet):
 class StableDiffusionPrior:
     """Stable Diffusion 2.1-base (or any SD-layout folder / hub id) as a frozen score prior."""
 
-    def __init__(self, model: str, prompt: str, negative_prompt: str = "", device="cpu",
+    def __init__(self, vae, unet, scheduler, uncond: Tensor, cond: dict[str | None, Tensor], device="cpu",
                  dtype: torch.dtype = torch.float32):
+        """From loaded modules and text embeddings [1,L,D]: `uncond`, and `cond` keyed by view direction
+        (None = the plain prompt). `load` is the usual way in."""
+        for module in (vae, unet):
+            module.to(device).eval().requires_grad_(False)
+            if module.dtype != dtype:
+                raise ValueError(f"{type(module).__name__} is {module.dtype}, the prior was asked for {dtype}")
+        self.vae, self.unet, self.scheduler = vae, unet, scheduler
+        self.device, self.dtype = torch.device(device), dtype
+        self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.resolution = unet.config.sample_size * self.vae_scale
+        self.uncond = uncond.to(device, dtype)
+        self.cond = {k: v.to(device, dtype) for k, v in cond.items()}
+
+    @classmethod
+    def load(cls, model: str, prompt: str, negative_prompt: str = "", device="cpu",
+             dtype: torch.dtype = torch.float32) -> "StableDiffusionPrior":
+        """Loads a hub id or a local diffusers folder and embeds the prompt (+ view suffixes)."""
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
         try:
-            self.tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
-            self.text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=dtype)
-            self.vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype)
-            self.unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype)
-            self.scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler")
+            tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
+            text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=dtype)
+            vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype)
+            unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype)
+            scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler")
         except (OSError, ValueError) as e:
             if Path(model).is_dir():
                 raise UserError(f"cannot load Stable Diffusion from folder {model}: {str(e).splitlines()[0]}") from None
             raise UserError(missing_weights_message(model)) from None
-        for module in (self.text_encoder, self.vae, self.unet):
+        text_encoder.to(device).eval().requires_grad_(False)
+
+        @torch.no_grad()
+        def embed(text: str) -> Tensor:
+            ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids.to(device)
+            return text_encoder(ids)[0]
+
+        cond = {None: embed(prompt), **{d: embed(prompt + s) for d, s in VIEW_SUFFIX.items()}}
+        return cls(vae, unet, scheduler, embed(negative_prompt), cond, device, dtype)
+
+    def encode(self, rgb: Tensor) -> Tensor:
+        """rgb [B,H,W,3] in [0,1] -> latents [B,C,h,w], differentiable."""
+
+    def guided_eps(self, x_t: Tensor, t: Tensor, directions: list[str] | None, scale: float) -> Tensor:
+        """uncond + scale * (cond - uncond), without autograd."""
+
+
+def eps_from_prediction(pred: Tensor, x_t: Tensor, t: Tensor, scheduler) -> Tensor:
+    """UNet output -> epsilon, for epsilon- and v-prediction models."""
+    if scheduler.config.prediction_type == "epsilon":
+        return pred
+    if scheduler.config.prediction_type != "v_prediction":
+        raise UserError(f"unsupported prediction type {scheduler.config.prediction_type!r}")
+    ab = scheduler.alphas_cumprod.to(x_t.device)[t].view(-1, 1, 1, 1).to(x_t.dtype)
+    return ab.sqrt() * pred + (1 - ab).sqrt() * x_t
+
+
+def missing_weights_message(model: str) -> str:
+    return (f"no Stable Diffusion weights for '{model}' were found locally (offline or not cached); "
+            f"download them on a connected machine (huggingface-cli download {model} --local-dir DIR) and "
+            "pass --model-path DIR, or copy the Hugging Face cache into $HF_HOME")
+
+
+@contextlib.contextmanager
+def adapters_disabled(unet):
+    """Runs the shared UNet as the plain prior even when a LoRA adapter is attached to it."""
+    has_adapters = getattr(unet, "_hf_peft_config_loaded", False)
+    if has_adapters:
+        unet.disable_adapters()
+    try:
+        yield
+    finally:
+        if has_adapters:
+            unet.enable_adapters()
+
+
+class StableDiffusionPrior:
+    """Stable Diffusion 2.1-base (or any SD-layout folder / hub id) as a frozen score prior."""
+
+    def __init__(self, vae, unet, scheduler, uncond: Tensor, cond: dict[str | None, Tensor], device="cpu",
+                 dtype: torch.dtype = torch.float32):
+        """From loaded modules and text embeddings [1,L,D]: `uncond`, and `cond` keyed by view direction
+        (None = the plain prompt). `load` is the usual way in."""
+        for module in (vae, unet):
             module.to(device).eval().requires_grad_(False)
+            if module.dtype != dtype:
+                raise ValueError(f"{type(module).__name__} is {module.dtype}, the prior was asked for {dtype}")
+        self.vae, self.unet, self.scheduler = vae, unet, scheduler
         self.device, self.dtype = torch.device(device), dtype
-        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.resolution = self.unet.config.sample_size * self.vae_scale
-        self.uncond = self.embed(negative_prompt)
-        self.cond = {None: self.embed(prompt)}
-        self.cond.update({d: self.embed(prompt + s) for d, s in VIEW_SUFFIX.items()})
+        self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.resolution = unet.config.sample_size * self.vae_scale
+        self.uncond = uncond.to(device, dtype)
+        self.cond = {k: v.to(device, dtype) for k, v in cond.items()}
+
+    @classmethod
+    def load(cls, model: str, prompt: str, negative_prompt: str = "", device="cpu",
+             dtype: torch.dtype = torch.float32) -> "StableDiffusionPrior":
+        """Loads a hub id or a local diffusers folder and embeds the prompt (+ view suffixes)."""
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        try:
+            tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
+            text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=dtype)
+            vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype)
+            unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype)
+            scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler")
+        except (OSError, ValueError) as e:
+            if Path(model).is_dir():
+                raise UserError(f"cannot load Stable Diffusion from folder {model}: {str(e).splitlines()[0]}") from None
+            raise UserError(missing_weights_message(model)) from None
+        text_encoder.to(device).eval().requires_grad_(False)
+
+        @torch.no_grad()
+        def embed(text: str) -> Tensor:
+            ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids.to(device)
+            return text_encoder(ids)[0]
+
+        cond = {None: embed(prompt), **{d: embed(prompt + s) for d, s in VIEW_SUFFIX.items()}}
+        return cls(vae, unet, scheduler, embed(negative_prompt), cond, device, dtype)
 
     @torch.no_grad()
     def embed(self, text: str) -> Tensor:

@@ -1,0 +1,234 @@
+"""`esd-gs bench raster|step`: speed figures as one JSON object (docs/benchmarks.md records them).
+
+raster: forward and forward+backward of a random Gaussian blob seen from one orbit camera.
+step:   one whole training step split into its components. Default: the synthetic demo (CPU-sized);
+        --full-size: Stable Diffusion 2.1-base's architecture with random weights (same FLOPs as the
+        real model, no download), FLOPs counted by torch's FlopCounterMode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from .cameras import make_cameras
+from .errors import UserError
+from .gaussians import rgb_to_sh0, splats_from_tensors
+
+H100_BF16_TFLOPS = 800.0  # dense bf16 peak the issue's floor is stated against
+
+
+@dataclass
+class RasterArgs:
+    """Time the rasterizer's forward and forward+backward passes."""
+
+    num_gaussians: int = 10_000
+    resolution: int = 128
+    cameras: int = 1
+    backend: Literal["torch", "gsplat"] = "torch"
+    repeats: int = 10
+    """Timed repetitions after two warm-up calls; the median is reported."""
+    seed: int = 0
+    json: bool = False
+
+
+@dataclass
+class StepArgs:
+    """Time one training step, per component."""
+
+    guidance: Literal["sds", "vsd", "esd"] = "esd"
+    full_size: bool = False
+    """Stable Diffusion 2.1-base architecture (random weights) instead of the synthetic demo."""
+    resolution: int | None = None
+    """Render resolution; default 512 for --full-size, the demo's 32 otherwise."""
+    channel_scale: float = 1.0
+    """--full-size only: UNet/VAE widths times this (1, 0.5, 0.25): a reduced config for CPU checks."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """auto: bfloat16 on CUDA, float32 on CPU."""
+    steps: int = 10
+    warmup: int = 3
+    device: str = "auto"
+    json: bool = False
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def random_blob(n: int, seed: int = 0, device="cpu"):
+    """n Gaussians filling a ball of radius 0.5, sizes 0.01-0.04, random colours and orientations."""
+    g = torch.Generator().manual_seed(seed)
+    direction = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
+    return splats_from_tensors({
+        "means": direction * 0.5 * torch.rand(n, 1, generator=g) ** (1 / 3),
+        "scales": torch.log(0.01 + 0.03 * torch.rand(n, 3, generator=g)),
+        "quats": torch.randn(n, 4, generator=g),
+        "opacities": torch.logit(0.2 + 0.7 * torch.rand(n, generator=g)),
+        "sh0": rgb_to_sh0(torch.rand(n, 3, generator=g))[:, None],
+        "shN": torch.zeros(n, 0, 3),
+    }, device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_raster(args: RasterArgs) -> dict:
+    from .render import render
+
+    device = torch.device("cuda" if args.backend == "gsplat" else "cpu")
+    if args.backend == "gsplat" and not torch.cuda.is_available():
+        raise UserError("--backend gsplat needs a CUDA GPU")
+    splats = random_blob(args.num_gaussians, args.seed, device)
+    az = torch.linspace(0.0, 360.0, args.cameras + 1)[:-1] + 30.0
+    cams = make_cameras(az, 15.0, 1.8, 50.0, args.resolution)
+    bg = torch.ones(args.cameras, 3, device=device)
+    fwd, fwd_bwd = [], []
+    for i in range(args.repeats + 2):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = render(splats, cams, bg, backend=args.backend)
+        _sync(device)
+        t1 = time.perf_counter()
+        (out.rgb.sum() + out.depth.mean()).backward()
+        _sync(device)
+        t2 = time.perf_counter()
+        splats.zero_grad(set_to_none=True)
+        if i >= 2:
+            fwd.append(1000 * (t1 - t0))
+            fwd_bwd.append(1000 * (t2 - t0))
+    return {"bench": "raster", "backend": args.backend, "device": device_name(device),
+            "num_gaussians": args.num_gaussians, "resolution": args.resolution, "cameras": args.cameras,
+            "fwd_ms": statistics.median(fwd), "fwd_bwd_ms": statistics.median(fwd_bwd),
+            "visible_gaussians": int((out.info["radii"] > 0).all(-1).sum()), "repeats": args.repeats}
+
+
+def sd21_base_random(channel_scale: float, resolution: int, device, dtype):
+    """Stable Diffusion 2.1-base's VAE and UNet configs with random weights; random text embeddings.
+    The prior works at `resolution` (512 for the real model)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers.utils import logging
+
+    logging.set_verbosity_error()  # casting random weights with .to(dtype) is what we mean here
+    if channel_scale not in (1.0, 0.5, 0.25):
+        raise UserError(f"--channel-scale must be 1, 0.5 or 0.25 (got {channel_scale})")
+    width = lambda cs: tuple(int(c * channel_scale) for c in cs)  # noqa: E731
+    groups = int(32 * channel_scale)
+    unet = UNet2DConditionModel(
+        sample_size=resolution // 8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=width((320, 640, 1280, 1280)), norm_num_groups=groups,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=groups,
+        block_out_channels=width((128, 256, 512, 512)), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=resolution, scaling_factor=0.18215,
+    )
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                              beta_schedule="scaled_linear", prediction_type="epsilon")
+    g = torch.Generator().manual_seed(0)
+    text = lambda: torch.randn(1, 77, 1024, generator=g)  # noqa: E731
+    from .guidance.prior import VIEW_SUFFIX, StableDiffusionPrior
+
+    cond = {None: text(), **{d: text() for d in VIEW_SUFFIX}}
+    return StableDiffusionPrior(vae.to(dtype), unet.to(dtype), scheduler, text(), cond, device, dtype)
+
+
+def _step_config(args: StepArgs, device: torch.device, out_dir: str):
+    from .config import load_preset
+
+    cfg = load_preset("demo") if not args.full_size else load_preset("sd21-esd")
+    cfg = dataclasses.replace(cfg, guidance=args.guidance, output_dir=out_dir, run_name="bench", steps=10**6,
+                              device=str(device))
+    cfg.log.progress = False
+    if args.resolution:
+        cfg.render.resolution = args.resolution
+        if not args.full_size:
+            cfg.synthetic.resolution = args.resolution
+    elif args.full_size:
+        cfg.render.resolution = 512
+    return cfg
+
+
+def bench_step(args: StepArgs) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .guidance.distill import DistillationObjective
+    from .guidance.variational import UNetVariational
+    from .train import Trainer, pick_device
+
+    device = pick_device(args.device)
+    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
+             "bfloat16": torch.bfloat16}[args.dtype]
+    with tempfile.TemporaryDirectory() as out_dir:
+        cfg = _step_config(args, device, out_dir)
+        objective = None
+        if args.full_size:
+            prior = sd21_base_random(args.channel_scale, cfg.render.resolution, device, dtype)
+            variational = None if args.guidance == "sds" else \
+                UNetVariational(prior.unet, prior.cond[None], prior.scheduler, cfg.variational)
+            objective = DistillationObjective(prior, variational, cfg.guidance, cfg.lam, cfg.prior, cfg.cameras,
+                                              cfg.render.resolution, cfg.render.batch_size, cfg.steps)
+        trainer = Trainer(cfg, objective)
+        trainer.densifier = None if args.full_size else trainer.densifier
+        for _ in range(args.warmup):
+            trainer.train_step()
+        flops = None
+        if args.full_size:
+            with FlopCounterMode(display=False) as counter:
+                trainer.train_step()
+            flops = counter.get_total_flops()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        trainer.timer.enabled = True
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            trainer.train_step()
+        _sync(device)
+        step_ms = 1000 * (time.perf_counter() - t0) / args.steps
+        n_gaussians = len(trainer.splats["means"])
+    peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "bench": "step", "guidance": args.guidance, "full_size": args.full_size, "device": device_name(device),
+        "dtype": str(dtype).removeprefix("torch."), "resolution": cfg.render.resolution,
+        "batch_size": cfg.render.batch_size, "num_gaussians": n_gaussians, "steps": args.steps,
+        "step_ms": step_ms, "it_s": 1000.0 / step_ms,
+        "components_ms": {k: v / args.steps for k, v in trainer.timer.ms.items()},
+        "peak_memory_mb": peak_mb, "peak_memory_kind": "cuda allocated" if device.type == "cuda" else "process rss",
+    }
+    if args.full_size:
+        result["channel_scale"] = args.channel_scale
+        result["tflop_per_step"] = flops / 1e12
+        result["tflops"] = flops / 1e12 / (step_ms / 1000)
+        result["floor_ms"] = flops / (H100_BF16_TFLOPS * 1e12) * 1000
+        result["floor_ratio"] = step_ms / result["floor_ms"]
+    return result
+
+
+def print_result(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v:.1f}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:.4g}" if not math.isnan(value) else "nan"
+        print(f"{key:>18}: {value}")
