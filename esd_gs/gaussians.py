@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .errors import UserError
+
 SH_C0 = 0.28209479177387814
 
 
@@ -103,3 +105,13 @@ def activated(splats: torch.nn.ParameterDict | dict[str, Tensor]) -> dict[str, T
 
 def sh_degree_of(splats) -> int:
     return int(math.isqrt(splats["sh0"].shape[1] + splats["shN"].shape[1])) - 1
+
+
+def truncate_sh(splats, degree: int | None) -> dict[str, Tensor]:
+    """The same splats with SH bands above `degree` dropped (None: unchanged)."""
+    out = dict(splats.items())
+    if degree is not None:
+        if not 0 <= degree <= sh_degree_of(splats):
+            raise UserError(f"--sh-degree must lie in 0..{sh_degree_of(splats)} for this PLY (got {degree})")
+        out["shN"] = splats["shN"][:, : num_sh_bases(degree) - 1]
+    return out

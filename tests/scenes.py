@@ -37,3 +37,23 @@ def colored_blob_scene(seed=0):
         "shN": torch.zeros(n, 0, 3),
     }
     return splats_from_tensors(tensors)
+
+
+def surface_sphere(n=16000, radius=0.4, scale=0.015, floaters=5, seed=0):
+    """Flat opaque Gaussians tangent to a sphere, coloured 0.5 + 0.4 * normal, plus a few isolated
+    floaters at distance 0.75 from the centre (what mesh cleanup must remove)."""
+    g = torch.Generator().manual_seed(seed)
+    normal = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
+    z = torch.tensor([0.0, 0.0, 1.0]).expand(n, 3)  # quaternion turning the flat z axis onto the normal
+    quats = torch.cat([1 + (normal * z).sum(-1, keepdim=True), torch.linalg.cross(z, normal)], dim=-1)
+    far = torch.nn.functional.normalize(torch.randn(floaters, 3, generator=g), dim=-1) * 0.75
+    tensors = {
+        "means": torch.cat([normal * radius, far]),
+        "scales": torch.cat([torch.log(torch.tensor([scale, scale, scale / 10])).expand(n, 3),
+                             torch.full((floaters, 3), math.log(0.03))]),
+        "quats": torch.cat([torch.nn.functional.normalize(quats, dim=-1), torch.tensor([[1.0, 0, 0, 0]] * floaters)]),
+        "opacities": torch.full((n + floaters,), 4.0),
+        "sh0": rgb_to_sh0(torch.cat([0.5 + 0.4 * normal, torch.full((floaters, 3), 0.1)]))[:, None],
+        "shN": torch.zeros(n + floaters, 0, 3),
+    }
+    return splats_from_tensors(tensors)

@@ -1,0 +1,90 @@
+"""Interactive viewer: a viser server whose browser camera is rendered through our `render()`.
+
+As in nerfstudio's and gsplat's viewers, the browser does the orbit controls and we send back an image
+of the splats for its current camera (viser's camera frame is OpenCV's, like ours). A background
+thread re-renders for every client whose camera, image size or view settings changed.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import torch
+
+from .cameras import Cameras, intrinsics
+from .io.media import to_uint8
+from .render import render
+from .render.turntable import depth_to_rgb
+
+
+def camera_from_pose(wxyz, position, fovy_rad: float, width: int, height: int) -> Cameras:
+    """Camera-to-world pose (quaternion wxyz, position) in OpenCV axes -> our Cameras."""
+    import viser.transforms as vtf
+
+    c2w = torch.eye(4, dtype=torch.float32)
+    c2w[:3, :3] = torch.from_numpy(vtf.SO3(np.asarray(wxyz, dtype=np.float64)).as_matrix()).float()
+    c2w[:3, 3] = torch.as_tensor(np.asarray(position, dtype=np.float32))
+    x, y, z = c2w[:3, 3].tolist()
+    radius = math.sqrt(x * x + y * y + z * z)
+    fovy = torch.tensor([math.degrees(fovy_rad)])
+    return Cameras(torch.linalg.inv(c2w)[None], intrinsics(fovy, width, height), width, height,
+                   torch.tensor([math.degrees(math.atan2(y, x))]),
+                   torch.tensor([math.degrees(math.asin(z / max(radius, 1e-9)))]), torch.tensor([radius]), fovy)
+
+
+@torch.no_grad()
+def render_image(splats, cams: Cameras, mode: str = "rgb", background=(1.0, 1.0, 1.0), backend="auto") -> np.ndarray:
+    """One view as uint8 [H,W,3]: the RGB render or its depth in grey."""
+    bg = torch.tensor([background], dtype=torch.float32, device=splats["means"].device)
+    out = render(splats, cams, bg, backend=backend)
+    image = out.rgb if mode == "rgb" else depth_to_rgb(out.depth, out.alpha, background)
+    return to_uint8(image[0])
+
+
+class Viewer:
+    """Serves `splats` on http://host:port until `stop()`."""
+
+    def __init__(self, splats, host: str = "127.0.0.1", port: int = 8080, max_resolution: int = 512,
+                 backend: str = "auto"):
+        import viser
+
+        self.splats, self.backend = splats, backend
+        self.server = viser.ViserServer(host=host, port=port, verbose=False)
+        self.server.scene.set_up_direction("+z")
+        self.server.initial_camera.position = (1.6, 0.6, 0.6)
+        self.server.initial_camera.look_at = (0.0, 0.0, 0.0)
+        gui = self.server.gui
+        self.resolution = gui.add_slider("Max resolution", min=64, max=1024, step=32, initial_value=max_resolution)
+        self.mode = gui.add_dropdown("Show", options=("rgb", "depth"), initial_value="rgb")
+        gui.add_markdown(f"{len(splats['means']):,} Gaussians")
+        self._sent: dict[int, tuple] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.server.get_port()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for client_id, client in list(self.server.get_clients().items()):
+                cam = client.camera
+                scale = self.resolution.value / max(cam.image_width or 1, cam.image_height or 1, 1)
+                width = max(16, int((cam.image_width or self.resolution.value) * min(scale, 1.0)))
+                height = max(16, int(width / max(cam.aspect, 1e-3)))
+                key = (tuple(cam.wxyz), tuple(cam.position), cam.fov, width, height, self.mode.value)
+                if self._sent.get(client_id) == key:
+                    continue
+                cams = camera_from_pose(cam.wxyz, cam.position, cam.fov, width, height)
+                image = render_image(self.splats, cams, self.mode.value, backend=self.backend)
+                client.scene.set_background_image(image, format="jpeg")
+                self._sent[client_id] = key
+            self._stop.wait(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.server.stop()

@@ -1,0 +1,154 @@
+"""User tools: render, export (mesh, .splat, PLY), view, bench."""
+
+import json
+import socket
+import urllib.request
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from esd_gs.cameras import make_cameras
+from esd_gs.io.ply import read_ply, write_ply
+from esd_gs.render import render
+
+from conftest import run_cli
+from scenes import colored_blob_scene, surface_sphere
+from test_bad_input import assert_clean_error
+
+
+@pytest.fixture
+def blob_ply(tmp_path):
+    path = tmp_path / "blob.ply"
+    write_ply(path, colored_blob_scene())
+    return path
+
+
+def test_render_writes_requested_frames_rgb_and_depth(blob_ply, tmp_path):
+    out = tmp_path / "tt.gif"
+    r = run_cli("render", blob_ply, "--frames", "7", "--resolution", "48", "--depth", "--output", out)
+    assert r.returncode == 0, r.stderr
+    rgb, depth = iio.imread(out), iio.imread(tmp_path / "tt_depth.gif")
+    assert rgb.shape[:3] == (7, 48, 48) and depth.shape[:3] == (7, 48, 48)
+    assert not np.array_equal(rgb[0], rgb[2])  # it turns
+    # frame 0 looks from +x at the red lobe: the centre pixel is red
+    centre = rgb[0, 24, 24, :3].astype(int)
+    assert centre[0] > 150 and centre[1] < 120 and centre[2] < 120, centre
+    # depth: object grey, background white
+    assert depth[0, 0, 0, :3].min() == 255 and depth[0, 24, 24, :3].max() < 255
+
+    r = run_cli("render", blob_ply, "--frames", "3", "--resolution", "32", "--format", "png",
+                "--output", tmp_path / "frames")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_{i:04d}.png" for i in range(3)]
+
+
+def test_render_bad_input(tmp_path, blob_ply):
+    assert_clean_error(run_cli("render", tmp_path / "missing.ply"), "missing.ply")
+    assert_clean_error(run_cli("render", blob_ply, "--frames", "0"), "--frames must be positive")
+
+
+def test_mesh_of_known_sphere(tmp_path):
+    """Chamfer distance to the true sphere < 2% of its size, colours close, floaters gone."""
+    import open3d as o3d
+
+    ply = tmp_path / "sphere.ply"
+    write_ply(ply, surface_sphere())
+    r = run_cli("export", ply, "--mesh", tmp_path / "sphere.obj", "--views", "48", "--resolution", "192")
+    assert r.returncode == 0, r.stderr
+    mesh = o3d.io.read_triangle_mesh(str(tmp_path / "sphere.obj"))
+    v, c = np.asarray(mesh.vertices), np.asarray(mesh.vertex_colors)
+    assert len(mesh.triangles) > 1000
+    samples = np.asarray(mesh.sample_points_uniformly(20000).points)
+    mesh_to_true = np.abs(np.linalg.norm(samples, axis=1) - 0.4).mean()
+    g = np.random.default_rng(0).normal(size=(20000, 3))
+    truth = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(0.4 * g / np.linalg.norm(g, axis=1, keepdims=True)))
+    true_to_mesh = np.mean(truth.compute_point_cloud_distance(o3d.geometry.PointCloud(
+        o3d.utility.Vector3dVector(samples))))
+    chamfer = 0.5 * (mesh_to_true + true_to_mesh)
+    assert chamfer < 0.02 * 0.8, chamfer  # object size = diameter 0.8
+    assert np.abs(np.linalg.norm(v, axis=1) - 0.4).max() < 0.05  # no floater survived cleanup
+    true_colour = 0.5 + 0.4 * v / np.linalg.norm(v, axis=1, keepdims=True)
+    assert np.abs(c - true_colour).mean() < 0.05
+
+    r = run_cli("export", ply, "--mesh", tmp_path / "sphere.glb", "--views", "16", "--resolution", "96",
+                "--voxel-size", "0.02", "--target-triangles", "2000")
+    assert r.returncode == 0, r.stderr
+    glb = o3d.io.read_triangle_mesh(str(tmp_path / "sphere.glb"))
+    assert 0 < len(glb.triangles) <= 2000 and len(glb.vertex_colors) == len(glb.vertices)
+
+
+def test_export_splat_and_truncated_ply(tmp_path):
+    from scenes import small_scene
+
+    ply = tmp_path / "deg2.ply"
+    splats = small_scene(n=40, dtype=torch.float32, sh_degree=2)
+    write_ply(ply, splats)
+    r = run_cli("export", ply, "--splat", tmp_path / "x.splat", "--ply", tmp_path / "deg0.ply", "--sh-degree", "0")
+    assert r.returncode == 0, r.stderr
+    data = (tmp_path / "x.splat").read_bytes()
+    assert len(data) == 32 * 40
+    positions = np.frombuffer(data, dtype=np.float32).reshape(40, 8)[:, :3]
+    expected = splats["means"].detach().numpy()
+    assert np.allclose(np.sort(positions, axis=0), np.sort(expected, axis=0), atol=1e-6)
+    back = read_ply(tmp_path / "deg0.ply")
+    assert back["shN"].shape == (40, 0, 3)
+    assert torch.equal(back["sh0"], splats["sh0"].detach())
+    assert_clean_error(run_cli("export", ply), "nothing to export")
+    assert_clean_error(run_cli("export", ply, "--ply", tmp_path / "y.ply", "--sh-degree", "3"), "--sh-degree")
+    assert_clean_error(run_cli("export", ply, "--mesh", tmp_path / "m.stl"), "not supported")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_viewer_serves_renders_and_stops():
+    import viser.transforms as vtf
+
+    from esd_gs.viewer import Viewer, camera_from_pose, render_image
+
+    splats = colored_blob_scene()
+    port = _free_port()
+    viewer = Viewer(splats, port=port)
+    try:
+        page = urllib.request.urlopen(f"http://127.0.0.1:{viewer.port}/", timeout=10).read().decode()
+        assert "<html" in page.lower()
+        # a browser pose (OpenCV axes, camera-to-world) renders exactly what our own camera renders
+        ours = make_cameras(torch.tensor([30.0]), torch.tensor([20.0]), 1.8, 50.0, 64, 48)
+        c2w = ours.c2w[0].double().numpy()
+        cams = camera_from_pose(vtf.SO3.from_matrix(c2w[:3, :3]).wxyz, c2w[:3, 3], np.radians(50.0), 64, 48)
+        assert torch.allclose(cams.viewmats, ours.viewmats, atol=1e-5)
+        image = render_image(splats, cams)
+        expected = render(splats, ours, torch.ones(1, 3)).rgb[0].detach()
+        assert image.shape == (48, 64, 3)
+        assert np.abs(image.astype(float) - expected.numpy() * 255).max() <= 1.0
+    finally:
+        viewer.stop()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{viewer.port}/", timeout=2)
+
+
+def test_bench_commands_print_json():
+    r = run_cli("bench", "raster", "--num-gaussians", "500", "--resolution", "32", "--repeats", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    raster = json.loads(r.stdout)
+    assert raster["backend"] == "torch" and raster["num_gaussians"] == 500 and raster["resolution"] == 32
+    assert 0 < raster["fwd_ms"] <= raster["fwd_bwd_ms"] and raster["visible_gaussians"] > 0
+
+    r = run_cli("bench", "step", "--steps", "2", "--warmup", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    step = json.loads(r.stdout)
+    assert {"render", "encode", "prior", "variational", "variational_training", "backward", "optimizer"} <= \
+        set(step["components_ms"])
+    assert step["it_s"] > 0 and sum(step["components_ms"].values()) <= step["step_ms"] * 1.05
+
+    r = run_cli("bench", "step", "--full-size", "--channel-scale", "0.25", "--resolution", "64", "--steps", "1",
+                "--warmup", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    full = json.loads(r.stdout)
+    assert full["tflop_per_step"] > 0 and full["floor_ratio"] > 1 and full["resolution"] == 64
+    assert_clean_error(run_cli("bench", "nope"), "usage: esd-gs bench")
