@@ -51,6 +51,8 @@ class Viewer:
         import viser
 
         self.splats, self.backend = splats, backend
+        # a first render compiles/loads the kernels now, not while the first browser waits
+        render_image(splats, camera_from_pose((1.0, 0.0, 0.0, 0.0), (0.0, 0.0, -2.0), 0.8, 16, 16), backend=backend)
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
         self.server.scene.set_up_direction("+z")
         self.server.initial_camera.position = (1.6, 0.6, 0.6)

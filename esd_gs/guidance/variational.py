@@ -31,7 +31,6 @@ class VariationalConfig:
     lr: float = 1e-4
     camera_dropout: float = 0.1
     """Probability that a whole training batch gets the all-zero camera (teaches the camera-free score)."""
-    train_steps_per_iter: int = 1
 
 
 class CameraEmbedding(nn.Module):
