@@ -7,8 +7,10 @@ view-dependent prompts. Each run is an `esd-gs train` subprocess (one thread eac
 time) that writes janus.json; finished runs are reused, so an interrupted benchmark continues.
 
 Outputs: docs/results/janus.json ({setting: {method: {janus, front_share, view_error_deg,
-view_variety: per-seed lists}}}), docs/results.md (rates table) and docs/results/strip_<method>.png
-(turntable frames of the `main` setting, one row per seed).
+view_variety: per-seed lists}}}), the rates table in docs/results.md (between its table markers; the
+text around them is kept) and docs/results/strip_<method>.png (turntable frames of the `main`
+setting, one row per seed). `main` is the first setting, most realistic first, where SDS's Janus
+rate is >= 0.6.
 
     python benchmarks/janus.py --seeds 5 --workers 2
 """
@@ -80,6 +82,14 @@ def strip(args: Args, setting: str, method: str, seeds: int) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
+def write_table(path: Path, table: str) -> None:
+    """Replaces the text between the table markers of `path` (creating the file if needed)."""
+    start, end = "<!-- janus table: written by benchmarks/janus.py -->", "<!-- end of janus table -->"
+    text = path.read_text() if path.is_file() else f"# Results\n\n{start}\n{end}\n"
+    head, rest = text.split(start, 1)
+    path.write_text(f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}")
+
+
 def rate(values) -> float:
     return sum(values) / len(values)
 
@@ -109,7 +119,7 @@ def main() -> None:
                  f"{np.mean(results[s][m]['view_variety']):.2f})" for m in METHODS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    (args.results_dir / "table.md").write_text(table + "\n")
+    write_table(args.results_dir.parent / "results.md", table)
     print(table)
     print(f"main setting: {main_setting}")
 
