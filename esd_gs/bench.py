@@ -119,8 +119,11 @@ def bench_raster(args: RasterArgs) -> dict:
 def sd21_base_random(channel_scale: float, resolution: int, device, dtype):
     """Stable Diffusion 2.1-base's VAE and UNet configs with random weights; random text embeddings.
     The prior works at `resolution` (512 for the real model)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.utils import logging
+
+    from .guidance.prior import VIEW_SUFFIX, StableDiffusionPrior
+    from .synthetic.world import make_scheduler
 
     logging.set_verbosity_error()  # casting random weights with .to(dtype) is what we mean here
     if channel_scale not in (1.0, 0.5, 0.25):
@@ -139,14 +142,10 @@ def sd21_base_random(channel_scale: float, resolution: int, device, dtype):
         block_out_channels=width((128, 256, 512, 512)), down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4, sample_size=resolution, scaling_factor=0.18215,
     )
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                              beta_schedule="scaled_linear", prediction_type="epsilon")
     g = torch.Generator().manual_seed(0)
     text = lambda: torch.randn(1, 77, 1024, generator=g)  # noqa: E731
-    from .guidance.prior import VIEW_SUFFIX, StableDiffusionPrior
-
     cond = {None: text(), **{d: text() for d in VIEW_SUFFIX}}
-    return StableDiffusionPrior(vae.to(dtype), unet.to(dtype), scheduler, text(), cond, device, dtype)
+    return StableDiffusionPrior(vae.to(dtype), unet.to(dtype), make_scheduler(), text(), cond, device, dtype)
 
 
 def _step_config(args: StepArgs, device: torch.device, out_dir: str):
@@ -170,11 +169,10 @@ def bench_step(args: StepArgs) -> dict:
 
     from .guidance.distill import DistillationObjective
     from .guidance.variational import UNetVariational
-    from .train import Trainer, pick_device
+    from .train import Trainer, pick_device, pick_dtype
 
     device = pick_device(args.device)
-    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
-             "bfloat16": torch.bfloat16}[args.dtype]
+    dtype = pick_dtype(args.dtype, device)
     with tempfile.TemporaryDirectory() as out_dir:
         cfg = _step_config(args, device, out_dir)
         objective = None

@@ -72,14 +72,11 @@ def cmd_janus(argv: list[str]) -> None:
 
 def load_splats(path: Path, device: str = "auto"):
     """PLY file or run folder -> splats on the chosen device (auto: CUDA when present)."""
-    import torch
-
     from .gaussians import splats_from_tensors
     from .io.ply import read_ply
+    from .train import pick_device
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return splats_from_tensors(read_ply(resolve_ply(path)), device)
+    return splats_from_tensors(read_ply(resolve_ply(path)), pick_device(device))
 
 
 @dataclass

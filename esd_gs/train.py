@@ -61,6 +61,13 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Diffusion weights' dtype; auto = bfloat16 on CUDA, float32 on CPU."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
 def build_objective(cfg: TrainConfig, device: torch.device):
     """Prior + variational network + rule, for the configured world."""
     if cfg.world == "synthetic":
@@ -85,8 +92,7 @@ def build_objective(cfg: TrainConfig, device: torch.device):
     else:
         from .guidance.prior import DEFAULT_MODEL, StableDiffusionPrior
 
-        dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
-                 "float16": torch.float16, "bfloat16": torch.bfloat16}[cfg.dtype]
+        dtype = pick_dtype(cfg.dtype, device)
         model = cfg.model_path or DEFAULT_MODEL
         prior = StableDiffusionPrior.load(model, cfg.prompt, cfg.negative_prompt, device, dtype)
         variational = None

@@ -15,8 +15,7 @@ import torch
 
 from .cameras import Cameras, intrinsics
 from .io.media import to_uint8
-from .render import render
-from .render.turntable import depth_to_rgb
+from .render.turntable import depth_to_rgb, render_frames
 
 
 def camera_from_pose(wxyz, position, fovy_rad: float, width: int, height: int) -> Cameras:
@@ -34,13 +33,10 @@ def camera_from_pose(wxyz, position, fovy_rad: float, width: int, height: int) -
                    torch.tensor([math.degrees(math.asin(z / max(radius, 1e-9)))]), torch.tensor([radius]), fovy)
 
 
-@torch.no_grad()
 def render_image(splats, cams: Cameras, mode: str = "rgb", background=(1.0, 1.0, 1.0), backend="auto") -> np.ndarray:
     """One view as uint8 [H,W,3]: the RGB render or its depth in grey."""
-    bg = torch.tensor([background], dtype=torch.float32, device=splats["means"].device)
-    out = render(splats, cams, bg, backend=backend)
-    image = out.rgb if mode == "rgb" else depth_to_rgb(out.depth, out.alpha, background)
-    return to_uint8(image[0])
+    rgb, depth, alpha = render_frames(splats, cams, background, backend)
+    return to_uint8((rgb if mode == "rgb" else depth_to_rgb(depth, alpha, background))[0])
 
 
 class Viewer:

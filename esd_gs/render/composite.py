@@ -114,7 +114,7 @@ class CompositeTiles(torch.autograd.Function):
         starts, ends = tile_start.cpu().numpy(), tile_end.cpu().numpy()
         _forward(*arrays, starts, ends, tiles_x, tiles_y, tile_size, width, height, out_col, out_trans, last)
         ctx.arrays, ctx.starts, ctx.grid = arrays, starts, grid
-        ctx.out_trans, ctx.last, ctx.device = out_trans, last, mu.device
+        ctx.out_trans, ctx.last, ctx.device, ctx.dtype = out_trans, last, mu.device, mu.dtype
         return torch.from_numpy(out_col).to(mu.device), torch.from_numpy(out_trans).to(mu.device)
 
     @staticmethod
@@ -122,8 +122,7 @@ class CompositeTiles(torch.autograd.Function):
         C, tiles_x, tiles_y, tile_size, width, height = ctx.grid
         mu, con, opac, col = ctx.arrays
         grads = [np.zeros_like(x) for x in ctx.arrays]
-        v_col_out = v_col_out.detach().cpu().to(torch.from_numpy(mu).dtype).contiguous().numpy()
-        v_trans_out = v_trans_out.detach().cpu().to(torch.from_numpy(mu).dtype).contiguous().numpy()
+        v_col_out, v_trans_out = (g.detach().cpu().to(ctx.dtype).contiguous().numpy() for g in (v_col_out, v_trans_out))
         _backward(mu, con, opac, col, ctx.starts, tiles_x, tiles_y, tile_size, width, height,
                   ctx.out_trans, ctx.last, v_col_out, v_trans_out, *grads)
         return (*(torch.from_numpy(g).to(ctx.device) for g in grads), None, None, None)

@@ -23,7 +23,7 @@ from torch import Tensor
 from ..cameras import make_cameras
 from ..gaussians import rgb_to_sh0, splats_from_tensors
 from ..io.atomic import atomic_path
-from ..render import render
+from ..render.turntable import render_frames
 
 PHOTOS_VERSION = 1  # bump when head_splats or the renderer changes what photos look like
 SKIN, HAIR, EYE, NOSE, MOUTH, EAR = (0.92, 0.72, 0.58), (0.22, 0.13, 0.07), (0.05, 0.05, 0.12), \
@@ -113,17 +113,11 @@ def make_scheduler():
                          beta_schedule="scaled_linear", prediction_type="epsilon")
 
 
-@torch.no_grad()
 def render_photos(splats, azimuth_deg: Tensor, elevation_deg: Tensor, cfg: SyntheticConfig,
                   background: float = 1.0, chunk: int = 64) -> Tensor:
     """Renders [N,H,W,3] in [0,1] on a plain background."""
-    out = []
-    for i in range(0, len(azimuth_deg), chunk):
-        cams = make_cameras(azimuth_deg[i:i + chunk], elevation_deg[i:i + chunk], cfg.radius, cfg.fovy_deg,
-                            cfg.resolution)
-        bg = torch.full((len(cams), 3), background)
-        out.append(render(splats, cams, bg, backend="torch").rgb.clamp(0, 1))
-    return torch.cat(out)
+    cams = make_cameras(azimuth_deg, elevation_deg, cfg.radius, cfg.fovy_deg, cfg.resolution)
+    return render_frames(splats, cams, (background,) * 3, backend="torch", chunk=chunk)[0].clamp(0, 1)
 
 
 def cached_photos(azimuth_deg: Tensor, elevation_deg: Tensor, cfg: SyntheticConfig) -> Tensor:
