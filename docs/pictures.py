@@ -23,11 +23,11 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from esd_gs.cli import load_splats
 from esd_gs.io.media import grid, save_png
+from esd_gs.io.ply import load_splats
 from esd_gs.mesh import MeshConfig, splats_to_mesh
 from esd_gs.render.turntable import render_turntable
-from esd_gs.synthetic.world import head_splats
+from esd_gs.synthetic.head import head_splats
 from esd_gs.viewer import Viewer
 
 OUT = Path(__file__).resolve().parent / "images"

@@ -21,7 +21,7 @@ from typing import Literal
 
 import torch
 
-from .cameras import make_cameras
+from .cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, VIEW_ELEVATION_DEG, make_cameras
 from .errors import UserError
 from .gaussians import rgb_to_sh0, splats_from_tensors
 
@@ -55,6 +55,8 @@ class StepArgs:
     """--full-size only: UNet/VAE widths times this (1, 0.5, 0.25): a reduced config for CPU checks."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """auto: bfloat16 on CUDA, float32 on CPU."""
+    densify: bool = True
+    """Keep the preset's densification on (gsplat's strategy runs at its refine steps)."""
     steps: int = 10
     warmup: int = 3
     device: str = "auto"
@@ -94,13 +96,13 @@ def bench_raster(args: RasterArgs) -> dict:
         raise UserError("--backend gsplat needs a CUDA GPU")
     splats = random_blob(args.num_gaussians, args.seed, device)
     az = torch.linspace(0.0, 360.0, args.cameras + 1)[:-1] + 30.0
-    cams = make_cameras(az, 15.0, 1.8, 50.0, args.resolution)
+    cams = make_cameras(az, VIEW_ELEVATION_DEG, ORBIT_RADIUS, ORBIT_FOVY_DEG, args.resolution)
     bg = torch.ones(args.cameras, 3, device=device)
     fwd, fwd_bwd = [], []
     for i in range(args.repeats + 2):
         _sync(device)
         t0 = time.perf_counter()
-        out = render(splats, cams, bg, backend=args.backend)
+        out = render(splats, cams, bg, backend=args.backend, depth=True)
         _sync(device)
         t1 = time.perf_counter()
         (out.rgb.sum() + out.depth.mean()).backward()
@@ -122,8 +124,7 @@ def sd21_base_random(channel_scale: float, resolution: int, device, dtype):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.utils import logging
 
-    from .guidance.prior import VIEW_SUFFIX, StableDiffusionPrior
-    from .synthetic.world import make_scheduler
+    from .guidance.stable_diffusion import VIEW_SUFFIX, StableDiffusionPrior, sd_scheduler
 
     logging.set_verbosity_error()  # casting random weights with .to(dtype) is what we mean here
     if channel_scale not in (1.0, 0.5, 0.25):
@@ -145,7 +146,7 @@ def sd21_base_random(channel_scale: float, resolution: int, device, dtype):
     g = torch.Generator().manual_seed(0)
     text = lambda: torch.randn(1, 77, 1024, generator=g)  # noqa: E731
     cond = {None: text(), **{d: text() for d in VIEW_SUFFIX}}
-    return StableDiffusionPrior(vae.to(dtype), unet.to(dtype), make_scheduler(), text(), cond, device, dtype)
+    return StableDiffusionPrior(vae.to(dtype), unet.to(dtype), sd_scheduler(), text(), cond, device, dtype)
 
 
 def _step_config(args: StepArgs, device: torch.device, out_dir: str):
@@ -155,6 +156,7 @@ def _step_config(args: StepArgs, device: torch.device, out_dir: str):
     cfg = dataclasses.replace(cfg, guidance=args.guidance, output_dir=out_dir, run_name="bench", steps=10**6,
                               device=str(device))
     cfg.log.progress = False
+    cfg.densify.enabled = args.densify
     if args.resolution:
         cfg.render.resolution = args.resolution
         if not args.full_size:
@@ -167,23 +169,19 @@ def _step_config(args: StepArgs, device: torch.device, out_dir: str):
 def bench_step(args: StepArgs) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .guidance.distill import DistillationObjective
-    from .guidance.variational import UNetVariational
-    from .train import Trainer, pick_device, pick_dtype
+    from .device import pick_device, pick_dtype
+    from .train import Trainer
+    from .worlds.stable_diffusion import StableDiffusionWorld
 
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
     with tempfile.TemporaryDirectory() as out_dir:
         cfg = _step_config(args, device, out_dir)
-        objective = None
+        world = None
         if args.full_size:
-            prior = sd21_base_random(args.channel_scale, cfg.render.resolution, device, dtype)
-            variational = None if args.guidance == "sds" else \
-                UNetVariational(prior.unet, prior.cond[None], prior.scheduler, cfg.variational)
-            objective = DistillationObjective(prior, variational, cfg.guidance, cfg.lam, cfg.prior, cfg.cameras,
-                                              cfg.render.resolution, cfg.render.batch_size, cfg.steps)
-        trainer = Trainer(cfg, objective)
-        trainer.densifier = None if args.full_size else trainer.densifier
+            world = StableDiffusionWorld(cfg, device, sd21_base_random(args.channel_scale, cfg.render.resolution,
+                                                                       device, dtype))
+        trainer = Trainer(cfg, world)
         for _ in range(args.warmup):
             trainer.train_step()
         flops = None

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+# The orbit that previews, turntables, the viewer's start and the synthetic world's photos share.
+ORBIT_RADIUS = 1.8
+ORBIT_FOVY_DEG = 50.0
+VIEW_ELEVATION_DEG = 15.0
+
 
 @dataclass
 class CameraConfig:
@@ -96,8 +101,8 @@ def sample_orbit(cfg: CameraConfig, n: int, resolution: int, generator: torch.Ge
                         uniform(cfg.fovy_deg), resolution)
 
 
-def turntable(n_frames: int, resolution: int, elevation_deg: float = 15.0, radius: float = 1.8,
-              fovy_deg: float = 50.0, start_deg: float = 0.0) -> Cameras:
+def turntable(n_frames: int, resolution: int, elevation_deg: float = VIEW_ELEVATION_DEG,
+              radius: float = ORBIT_RADIUS, fovy_deg: float = ORBIT_FOVY_DEG, start_deg: float = 0.0) -> Cameras:
     az = start_deg + torch.arange(n_frames, dtype=torch.float32) * (360.0 / n_frames)
     az = torch.remainder(az + 180.0, 360.0) - 180.0
     return make_cameras(az, elevation_deg, radius, fovy_deg, resolution)
@@ -108,7 +113,7 @@ def view_direction(azimuth_deg: Tensor, elevation_deg: Tensor, front_deg: float 
     """threestudio's view-dependent prompt rule: 'front' | 'side' | 'back' | 'overhead' per camera."""
     names = []
     for az, el in zip(azimuth_deg.tolist(), elevation_deg.tolist()):
-        az = (az + 180.0) % 360.0 - 180.0
+        az = wrap_deg(az)
         if el > overhead_deg:
             names.append("overhead")
         elif abs(az) < front_deg:
@@ -123,8 +128,3 @@ def view_direction(azimuth_deg: Tensor, elevation_deg: Tensor, front_deg: float 
 def wrap_deg(angle):
     """Wraps degrees into [-180, 180)."""
     return (angle + 180.0) % 360.0 - 180.0
-
-
-def angular_distance_deg(a, b):
-    return abs(wrap_deg(a - b))
-

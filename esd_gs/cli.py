@@ -10,6 +10,7 @@ from typing import Literal
 
 import tyro
 
+from .cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, VIEW_ELEVATION_DEG
 from .errors import UserError
 from .mesh import MeshConfig
 
@@ -22,12 +23,6 @@ USAGE = """usage: esd-gs {train,janus,render,view,export,bench} [--help] ...
   export   mesh (open3d TSDF fusion) from a PLY or run folder
   bench    speed: `bench raster` (rasterizer) or `bench step` (one training step, per component)
 """
-
-
-def resolve_ply(path: Path) -> Path:
-    """A run folder means its splats.ply."""
-    path = Path(path)
-    return path / "splats.ply" if path.is_dir() else path
 
 
 def cmd_train(argv: list[str]) -> None:
@@ -44,7 +39,7 @@ def cmd_train(argv: list[str]) -> None:
     cfg = tyro.cli(TrainConfig, default=default, args=argv, prog="esd-gs train")
     result = Trainer(cfg).train()
     print(f"done: {result['run_dir']} ({result['n_gaussians']} Gaussians, {result['skipped_steps']} skipped steps)")
-    if "janus" in result:
+    if "janus" in result:  # the synthetic world's end-of-run report
         j = result["janus"]
         print(f"janus={j['janus']} front_share={j['front_share']:.2f} faces={j['face_count']} "
               f"view_error={j['view_error_deg']:.1f}deg variety={j['view_variety']:.2f}")
@@ -62,21 +57,13 @@ def cmd_janus(argv: list[str]) -> None:
     import json
 
     from .io.atomic import write_json
+    from .io.ply import load_splats, resolve_ply
     from .synthetic.janus import janus_report
 
     args = tyro.cli(JanusArgs, args=argv, prog="esd-gs janus")
     report = janus_report(load_splats(args.path, "cpu"))
     write_json(resolve_ply(args.path).parent / "janus.json", report)
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, list)}))
-
-
-def load_splats(path: Path, device: str = "auto"):
-    """PLY file or run folder -> splats on the chosen device (auto: CUDA when present)."""
-    from .gaussians import splats_from_tensors
-    from .io.ply import read_ply
-    from .train import pick_device
-
-    return splats_from_tensors(read_ply(resolve_ply(path)), pick_device(device))
 
 
 @dataclass
@@ -90,9 +77,9 @@ class RenderArgs:
     format: Literal["gif", "mp4", "png"] = "gif"
     frames: int = 36
     resolution: int = 256
-    elevation_deg: float = 15.0
-    radius: float = 1.8
-    fovy_deg: float = 50.0
+    elevation_deg: float = VIEW_ELEVATION_DEG
+    radius: float = ORBIT_RADIUS
+    fovy_deg: float = ORBIT_FOVY_DEG
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     depth: bool = False
     """Also write the depth turntable (grey, near = dark) as <output>_depth."""
@@ -103,6 +90,7 @@ class RenderArgs:
 
 def cmd_render(argv: list[str]) -> None:
     from .io.media import save_png, save_video
+    from .io.ply import load_splats, resolve_ply
     from .render.turntable import depth_to_rgb, render_turntable
 
     args = tyro.cli(RenderArgs, args=argv, prog="esd-gs render")
@@ -141,6 +129,7 @@ class ViewArgs:
 def cmd_view(argv: list[str]) -> None:
     import time
 
+    from .io.ply import load_splats
     from .viewer import Viewer
 
     args = tyro.cli(ViewArgs, args=argv, prog="esd-gs view")
@@ -184,7 +173,7 @@ def cmd_export(argv: list[str]) -> None:
 
     from .gaussians import truncate_sh
     from .io.atomic import atomic_path
-    from .io.ply import write_ply
+    from .io.ply import load_splats, write_ply
     from .mesh import splats_to_mesh, write_mesh
 
     args = tyro.cli(ExportArgs, args=argv, prog="esd-gs export")

@@ -12,12 +12,13 @@ from typing import Literal
 import yaml
 
 from .cameras import CameraConfig
-from .densify import DensifyConfig
+from .densify import Densifier
 from .errors import UserError
 from .gaussians import GaussianConfig
 from .guidance.distill import GuidanceConfig
 from .guidance.variational import VariationalConfig
-from .synthetic.world import SyntheticConfig
+from .objective import Background
+from .synthetic.config import SyntheticConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -28,7 +29,8 @@ class RenderConfig:
     """Rendered image side in pixels (resized to the prior's resolution before encoding)."""
     batch_size: int = 1
     """Views per step."""
-    background: Literal["random", "white", "black"] = "random"
+    background: Background = "random"
+    """Stable Diffusion world (the synthetic world's photos are on white)."""
     backend: Literal["auto", "torch", "gsplat"] = "auto"
     """auto: gsplat on CUDA, our torch rasterizer on CPU."""
 
@@ -76,8 +78,9 @@ class TrainConfig:
     """Stable Diffusion weights dtype; auto = bfloat16 on CUDA, float32 on CPU."""
     render: RenderConfig = field(default_factory=RenderConfig)
     cameras: CameraConfig = field(default_factory=CameraConfig)
+    """The Stable Diffusion world's training orbit (the synthetic world trains on its photos' orbit)."""
     gaussians: GaussianConfig = field(default_factory=GaussianConfig)
-    densify: DensifyConfig = field(default_factory=DensifyConfig)
+    densify: Densifier = field(default_factory=Densifier)
     prior: GuidanceConfig = field(default_factory=GuidanceConfig)
     variational: VariationalConfig = field(default_factory=VariationalConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -170,6 +173,11 @@ def validate(cfg: TrainConfig) -> None:
                         f"(it works at synthetic.resolution = {cfg.synthetic.resolution})")
     if cfg.guidance == "photometric" and cfg.world != "synthetic":
         raise UserError("--guidance photometric fits the synthetic head: use it with --world synthetic")
+    if cfg.world == "synthetic" and cfg.cameras != CameraConfig():
+        raise UserError("cameras.* sets the Stable Diffusion world's orbit; the synthetic world trains on its photos' "
+                        "orbit (synthetic.radius, synthetic.fovy-deg, synthetic.elevation-deg)")
+    if cfg.densify.refine_scale2d_stop_iter > 0:
+        raise UserError("densify.refine_scale2d_stop_iter is not supported (it would bypass densify.max_gaussians)")
     lrs = {f.name: getattr(cfg.gaussians, f.name) for f in dataclasses.fields(cfg.gaussians) if f.name.startswith("lr_")}
     lrs["variational.lr"] = cfg.variational.lr
     for name, lr in lrs.items():

@@ -1,43 +1,71 @@
-"""Densification with gsplat's DefaultStrategy (clone / split / prune / opacity reset)."""
+"""Densification: gsplat's DefaultStrategy (clone / split / prune / opacity reset), configured for score
+distillation, with a hard cap on the Gaussian count and a record of the gradients it decided on.
+
+The strategy object is the config (as in gsplat's simple_trainer): `--densify.grow-grad2d` etc. set its
+fields directly.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from gsplat.strategy import DefaultStrategy
-from gsplat.strategy.ops import reset_opa
+from gsplat.strategy.ops import duplicate, reset_opa, split
+
+NEVER = 1_000_000_000
 
 
 @dataclass
-class DensifyConfig:
-    enabled: bool = True
-    refine_start_iter: int = 100
-    refine_stop_iter: int = 1500
-    refine_every: int = 100
-    reset_every: int = 3000
-    grow_grad2d: float = 0.0002
-    grow_scale3d: float = 0.01
-    prune_opa: float = 0.005
-    prune_scale3d: float = 0.1
-
-
 class Densifier(DefaultStrategy):
-    """DefaultStrategy with its opacity reset made to happen.
+    """DefaultStrategy with distillation defaults, `max_gaussians` and its opacity reset made to happen.
 
     gsplat 1.5.3 writes the reset test as `step % reset_every == 0 & step > 0`. `&` binds tighter than
     the comparisons, so it reads `(step % reset_every == 0) and (0 > 0)`: the reset never runs.
     We run it with the intended condition (a second reset would be a no-op, should gsplat fix it).
+    Under score distillation a reset wipes the asset, so the default period is NEVER (threestudio-3dgs
+    effectively disables it too).
     """
+
+    enabled: bool = True
+    max_gaussians: int = 500_000
+    """Growth stops at this many Gaussians (the highest gradients are grown first); never exceeded."""
+    refine_start_iter: int = 100
+    refine_stop_iter: int = 1500
+    refine_every: int = 100
+    reset_every: int = NEVER
+    """Opacity reset period (default: never)."""
 
     def step_post_backward(self, params, optimizers, state, step, info, packed=False):
         super().step_post_backward(params, optimizers, state, step, info, packed=packed)
         if step < self.refine_stop_iter and step > 0 and step % self.reset_every == 0:
             reset_opa(params=params, optimizers=optimizers, state=state, value=self.prune_opa * 2.0)
 
-
-def make_densifier(cfg: DensifyConfig) -> Densifier:
-    return Densifier(
-        refine_start_iter=cfg.refine_start_iter, refine_stop_iter=cfg.refine_stop_iter,
-        refine_every=cfg.refine_every, reset_every=cfg.reset_every, grow_grad2d=cfg.grow_grad2d,
-        grow_scale3d=cfg.grow_scale3d, prune_opa=cfg.prune_opa, prune_scale3d=cfg.prune_scale3d,
-    )
+    @torch.no_grad()
+    def _grow_gs(self, params, optimizers, state, step) -> tuple[int, int]:
+        """gsplat's rule (duplicate small, split large Gaussians whose mean 2D gradient > grow_grad2d),
+        limited to the highest gradients that fit under max_gaussians. Leaves the gradient quantiles of
+        the visible Gaussians and the share grown in state["refine_log"]."""
+        count = state["count"]
+        grads = state["grad2d"] / count.clamp_min(1)
+        grow = grads > self.grow_grad2d
+        n = len(grads)
+        budget = max(0, self.max_gaussians - n)  # duplicate and split each add one Gaussian
+        if int(grow.sum()) > budget:
+            keep = torch.zeros_like(grow)
+            keep[torch.topk(torch.where(grow, grads, -1.0), budget).indices] = True
+            grow &= keep
+        visible = grads[count > 0]
+        q = torch.quantile(visible.float(), torch.tensor([0.5, 0.9, 0.99], device=grads.device)).tolist() \
+            if len(visible) else [0.0, 0.0, 0.0]
+        state["refine_log"] = {"grad2d_q50": q[0], "grad2d_q90": q[1], "grad2d_q99": q[2],
+                               "grown_share": float(grow.sum()) / max(1, len(visible))}
+        is_small = torch.exp(params["scales"]).max(dim=-1).values <= self.grow_scale3d * state["scene_scale"]
+        is_dupli, is_split = grow & is_small, grow & ~is_small
+        n_dupli, n_split = int(is_dupli.sum()), int(is_split.sum())
+        if n_dupli:
+            duplicate(params=params, optimizers=optimizers, state=state, mask=is_dupli)
+        if n_split:  # the new duplicates are not split
+            split(params=params, optimizers=optimizers, state=state, revised_opacity=self.revised_opacity,
+                  mask=torch.cat([is_split, torch.zeros(n_dupli, dtype=torch.bool, device=grads.device)]))
+        return n_dupli, n_split

@@ -22,10 +22,6 @@ def rgb_to_sh0(rgb: Tensor) -> Tensor:
     return (rgb - 0.5) / SH_C0
 
 
-def sh0_to_rgb(sh0: Tensor) -> Tensor:
-    return sh0 * SH_C0 + 0.5
-
-
 def num_sh_bases(degree: int) -> int:
     return (degree + 1) ** 2
 

@@ -16,10 +16,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .cameras import make_cameras
+from .cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, make_cameras
 from .errors import UserError
 from .io.atomic import atomic_path
-from .render.turntable import render_frames
+from .render import render_frames
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb", ".gltf")
 MAX_GRID = 384  # TSDF cells per side (memory grows with its cube)
@@ -30,8 +30,8 @@ class MeshConfig:
     views: int = 64
     """Cameras on a sphere around the object."""
     resolution: int = 256
-    radius: float = 1.8
-    fovy_deg: float = 50.0
+    radius: float = ORBIT_RADIUS
+    fovy_deg: float = ORBIT_FOVY_DEG
     voxel_size: float = 0.008
     """TSDF voxel edge in world units (objects span about one unit); at most 384 voxels per side."""
     truncation_voxels: float = 4.0

@@ -16,98 +16,20 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from .cameras import Cameras, make_cameras
+from .cameras import VIEW_ELEVATION_DEG, Cameras, make_cameras
 from .config import TrainConfig, to_dict, validate
-from .densify import make_densifier
+from .device import pick_device
 from .errors import UserError
 from .gaussians import init_sphere, make_optimizers, splats_from_tensors
-from .guidance.distill import DistillationObjective
-from .io.atomic import write_json, write_text
+from .io.atomic import write_text
 from .io.checkpoint import latest_checkpoint, save_checkpoint
 from .io.media import grid, save_png, save_video
 from .io.ply import read_ply, write_ply
-from .render import render
-from .render.turntable import render_frames, render_turntable
-from .timing import SectionTimer
+from .render import render, render_frames
+from .render.turntable import render_turntable
+from .worlds import World, make_world
 
 MAX_NONFINITE_STREAK = 5
-
-
-class PhotometricObjective:
-    """Fits fixed target views with an L1 loss (multi-view reconstruction)."""
-
-    def __init__(self, cameras: Cameras, targets: torch.Tensor, background: torch.Tensor, batch_size: int):
-        self.cameras, self.targets, self.background, self.batch_size = cameras, targets, background, batch_size
-
-    def views(self, step: int, generator: torch.Generator):
-        idx = torch.randperm(len(self.cameras), generator=generator)[: self.batch_size]
-        self._idx = idx
-        return self.cameras[idx], self.background.expand(len(idx), 3)
-
-    def loss(self, rgb, cams, step):
-        loss = (rgb - self.targets[self._idx].to(rgb.device)).abs().mean()
-        return loss, {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Diffusion weights' dtype; auto = bfloat16 on CUDA, float32 on CPU."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
-
-
-def build_objective(cfg: TrainConfig, device: torch.device):
-    """Prior + variational network + rule, for the configured world."""
-    if cfg.world == "synthetic":
-        from .synthetic.world import ExactVariational, SyntheticPrior, small_unet
-
-        prior = SyntheticPrior(cfg.synthetic)
-        if cfg.guidance == "photometric":
-            cams = make_cameras(prior.azimuth_deg, prior.elevation_deg, cfg.synthetic.radius,
-                                cfg.synthetic.fovy_deg, cfg.synthetic.resolution)
-            return PhotometricObjective(cams, prior.photos, torch.ones(1, 3), cfg.render.batch_size)
-        variational = None
-        if cfg.guidance != "sds":
-            if cfg.synthetic.variational == "exact":
-                variational = ExactVariational(cfg.synthetic, prior.scheduler)
-            else:
-                from .guidance.variational import UNetVariational
-
-                unet = small_unet(cfg.synthetic).to(device)
-                text = torch.zeros(1, 1, unet.config.cross_attention_dim, device=device)
-                vcfg = type(cfg.variational)(**{**vars(cfg.variational), "lora_rank": 0})
-                variational = UNetVariational(unet, text, prior.scheduler, vcfg)
-    else:
-        from .guidance.prior import DEFAULT_MODEL, StableDiffusionPrior
-
-        dtype = pick_dtype(cfg.dtype, device)
-        model = cfg.model_path or DEFAULT_MODEL
-        prior = StableDiffusionPrior.load(model, cfg.prompt, cfg.negative_prompt, device, dtype)
-        variational = None
-        if cfg.guidance != "sds":
-            from .guidance.variational import UNetVariational
-
-            unet = prior.unet
-            if cfg.variational.base_model != "shared":
-                from diffusers import UNet2DConditionModel
-
-                unet = UNet2DConditionModel.from_pretrained(cfg.variational.base_model, subfolder="unet",
-                                                            torch_dtype=dtype).to(device).requires_grad_(False)
-            variational = UNetVariational(unet, prior.cond[None], prior.scheduler, cfg.variational)
-    return DistillationObjective(prior, variational, cfg.guidance, cfg.lam, cfg.prior, cfg.cameras,
-                                 cfg.render.resolution, cfg.render.batch_size, cfg.steps)
 
 
 def default_run_name(cfg: TrainConfig) -> str:
@@ -131,21 +53,9 @@ def choose_run_dir(cfg: TrainConfig) -> Path:
     return base.with_name(f"{base.name}-{i}")
 
 
-def orbit(cfg: TrainConfig) -> tuple[float, float]:
-    """Radius and vertical field of view for previews and turntables."""
-    if cfg.world == "synthetic":
-        return cfg.synthetic.radius, cfg.synthetic.fovy_deg
-    return sum(cfg.cameras.radius) / 2, sum(cfg.cameras.fovy_deg) / 2
-
-
-def preview_cameras(resolution: int, cfg: TrainConfig) -> Cameras:
-    radius, fovy = orbit(cfg)
-    return make_cameras(torch.tensor([0.0, 90.0, 180.0, -90.0]), 15.0, radius, fovy, resolution)
-
-
 class Trainer:
-    def __init__(self, cfg: TrainConfig, objective=None):
-        """objective: a ready-made one (benchmarks); default: built from cfg."""
+    def __init__(self, cfg: TrainConfig, world: World | None = None):
+        """world: a ready-made one (benchmarks); default: the configured world."""
         validate(cfg)
         self.cfg = cfg
         self.device = pick_device(cfg.device)
@@ -157,16 +67,15 @@ class Trainer:
             self.splats = splats_from_tensors(read_ply(cfg.init_ply), self.device)
         else:
             self.splats = init_sphere(cfg.gaussians, self.generator, self.device)
-        self.objective = objective or build_objective(cfg, self.device)
-        self.timer = SectionTimer()
-        if hasattr(self.objective, "timer"):
-            self.objective.timer = self.timer
+        self.world = world or make_world(cfg, self.device)
+        self.objective = self.world.objective()
+        self.timer = self.objective.timer
         try:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create the run folder {self.run_dir}: {e.strerror}")
         self.optimizers = make_optimizers(self.splats, cfg.gaussians)
-        self.densifier = make_densifier(cfg.densify) if cfg.densify.enabled else None
+        self.densifier = cfg.densify if cfg.densify.enabled else None
         self.strategy_state = self.densifier.initialize_state(cfg.gaussians.scene_scale) if self.densifier else {}
         self.step = 0
         self.skipped_steps = 0
@@ -208,17 +117,17 @@ class Trainer:
     # -- one step ----------------------------------------------------------------------------
     def train_step(self) -> dict:
         step, timer = self.step, self.timer
-        cams, backgrounds = self.objective.views(step, self.generator)
-        backgrounds = self._backgrounds(backgrounds).to(self.device)
+        views = self.objective.views(step, self.generator)
         with timer("render"):
-            out = render(self.splats, cams, backgrounds, backend=self.cfg.render.backend)
-        loss, logs = self.objective.loss(out.rgb, cams, step)
+            out = render(self.splats, views.cameras, views.backgrounds.to(self.device), backend=self.cfg.render.backend)
+        step_loss = self.objective.loss(out.rgb, views, step)
         if self.densifier:
             self.densifier.step_pre_backward(self.splats, self.optimizers, self.strategy_state, step, out.info)
         with timer("backward"):
-            loss.backward()
-        finite = torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in self.splats.values()
-                                              if p.grad is not None)
+            step_loss.loss.backward()
+        logs = {"step": step + 1, "loss": step_loss.loss.item(), **step_loss.logs}
+        finite = torch.isfinite(step_loss.loss) and all(torch.isfinite(p.grad).all() for p in self.splats.values()
+                                                        if p.grad is not None)
         if finite:
             with timer("optimizer"):
                 for opt in self.optimizers.values():
@@ -227,20 +136,15 @@ class Trainer:
                 with timer("densify"):
                     self.densifier.step_post_backward(self.splats, self.optimizers, self.strategy_state, step,
                                                       out.info)
+                logs |= self.strategy_state.pop("refine_log", {})
+            logs |= self.objective.update(self.splats, step_loss, views)
             self.nonfinite_streak = 0
         else:
             self._handle_nonfinite()
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         self.step += 1
-        return {"step": self.step, "loss": loss.item(), "n_gaussians": len(self.splats["means"]),
-                "skipped_steps": self.skipped_steps, **logs}
-
-    def _backgrounds(self, sampled: torch.Tensor) -> torch.Tensor:
-        mode = self.cfg.render.background
-        if self.cfg.world == "synthetic":  # the synthetic photos are on white
-            mode = "white"
-        return {"random": sampled, "white": torch.ones_like(sampled), "black": torch.zeros_like(sampled)}[mode]
+        return {**logs, "n_gaussians": len(self.splats["means"]), "skipped_steps": self.skipped_steps}
 
     def _handle_nonfinite(self) -> None:
         """Skip the step; after a streak, roll back to the last checkpoint and halve the learning rates."""
@@ -261,9 +165,15 @@ class Trainer:
                       f"checkpoint of step {ckpt['step']} and halved the learning rates")
 
     # -- outputs -----------------------------------------------------------------------------
+    def preview_cameras(self, resolution: int) -> Cameras:
+        """Front, left, back, right."""
+        radius, fovy = self.world.orbit()
+        return make_cameras(torch.tensor([0.0, 90.0, 180.0, -90.0]), VIEW_ELEVATION_DEG, radius, fovy, resolution)
+
     def save_preview(self) -> None:
         res = self.cfg.render.resolution
-        views, _, _ = render_frames(self.splats, preview_cameras(res, self.cfg), backend=self.cfg.render.backend)
+        views, _, _ = render_frames(self.splats, self.preview_cameras(res), backend=self.cfg.render.backend,
+                                    depth=False)
         save_png(self.run_dir / "previews" / f"step_{self.step:06d}.png", grid(views, upscale=max(1, 128 // res)))
 
     def finish(self) -> dict:
@@ -271,21 +181,13 @@ class Trainer:
         write_ply(self.run_dir / "splats.ply", self.splats)
         self.save_preview()
         log = self.cfg.log
-        radius, fovy = orbit(self.cfg)
+        radius, fovy = self.world.orbit()
         frames, _, _ = render_turntable(self.splats, log.turntable_frames, log.turntable_resolution, radius=radius,
-                                        fovy_deg=fovy, backend=self.cfg.render.backend)
+                                        fovy_deg=fovy, backend=self.cfg.render.backend, depth=False)
         save_video(self.run_dir / "turntable.gif", frames)
         save_video(self.run_dir / "turntable.mp4", frames)
-        result = {"run_dir": str(self.run_dir), "steps": self.step, "skipped_steps": self.skipped_steps,
-                  "n_gaussians": len(self.splats["means"])}
-        if self.cfg.world == "synthetic":
-            from .synthetic.janus import janus_report
-
-            report = janus_report(self.splats, self.cfg.synthetic)
-            write_json(self.run_dir / "janus.json", report)
-            result["janus"] = {k: report[k] for k in ("janus", "front_share", "face_count", "view_error_deg",
-                                                      "view_variety")}
-        return result
+        return {"run_dir": str(self.run_dir), "steps": self.step, "skipped_steps": self.skipped_steps,
+                "n_gaussians": len(self.splats["means"]), **self.world.evaluate(self.splats, self.run_dir)}
 
     def _trim_metrics(self) -> Path:
         """Keeps the metric lines of steps already in the checkpoint (a killed run may have written more)."""
@@ -321,4 +223,3 @@ class Trainer:
                     self.save_checkpoint()
         bar.close()
         return self.finish()
-

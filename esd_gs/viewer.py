@@ -15,7 +15,8 @@ import torch
 
 from .cameras import Cameras, intrinsics
 from .io.media import to_uint8
-from .render.turntable import depth_to_rgb, render_frames
+from .render import render_frames
+from .render.turntable import depth_to_rgb
 
 
 def camera_from_pose(wxyz, position, fovy_rad: float, width: int, height: int) -> Cameras:
@@ -35,7 +36,7 @@ def camera_from_pose(wxyz, position, fovy_rad: float, width: int, height: int) -
 
 def render_image(splats, cams: Cameras, mode: str = "rgb", background=(1.0, 1.0, 1.0), backend="auto") -> np.ndarray:
     """One view as uint8 [H,W,3]: the RGB render or its depth in grey."""
-    rgb, depth, alpha = render_frames(splats, cams, background, backend)
+    rgb, depth, alpha = render_frames(splats, cams, background, backend, depth=mode == "depth")
     return to_uint8((rgb if mode == "rgb" else depth_to_rgb(depth, alpha, background))[0])
 
 

@@ -1,5 +1,11 @@
+"""Shared test helpers: the CLI (in-process and as a console script), one-line error checks, small configs."""
+
+import contextlib
+import io
 import os
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -10,16 +16,75 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args, cwd=None, env=None, timeout=900) -> CliResult:
+    """Runs the installed console script in a subprocess, as users do."""
+    exe = Path(sys.executable).with_name("esd-gs")
+    r = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                       env={**os.environ, **(env or {})}, timeout=timeout)
+    return CliResult(r.returncode, r.stdout, r.stderr)
+
+
+def cli(*args) -> CliResult:
+    """Runs `esd-gs ARGS` in this process (fast: no interpreter start, imports already loaded)."""
+    from esd_gs.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def assert_clean_error(r: CliResult, fragment: str, out_dir: Path | None = None) -> None:
+    """Exit code 2, exactly one line on stderr containing `fragment`, no traceback, nothing written."""
+    assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in r.stderr
+    if out_dir is not None:
+        assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def tiny_synthetic(tmp_path, **overrides):
+    """The demo preset cut down to seconds: 20 steps, 300 Gaussians, densifying at 5, 10, 15."""
+    from esd_gs.config import load_preset
+
+    cfg = load_preset("demo")
+    cfg.output_dir = tmp_path
+    cfg.steps = 20
+    cfg.log.progress = False
+    cfg.log.preview_every = 0
+    cfg.log.checkpoint_every = 10
+    cfg.log.turntable_frames = 4
+    cfg.log.turntable_resolution = 32
+    cfg.gaussians.num_points = 300
+    cfg.densify.refine_start_iter = 5
+    cfg.densify.refine_every = 5
+    cfg.densify.refine_stop_iter = 18
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    """A tiny random Stable Diffusion pipeline saved in the diffusers folder layout users download."""
+    from tiny_sd import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO
-
-
-def run_cli(*args, cwd=None, env=None, timeout=900):
-    """Runs the installed console script in a subprocess, as users do."""
-    import subprocess
-
-    exe = Path(sys.executable).with_name("esd-gs")
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=full_env, timeout=timeout)

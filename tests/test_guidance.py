@@ -1,19 +1,16 @@
+import json
+import math
+
 import pytest
 import torch
 
 from esd_gs.cameras import make_cameras
 from esd_gs.guidance.distill import distillation_loss
-from esd_gs.guidance.prior import StableDiffusionPrior
+from esd_gs.guidance.stable_diffusion import StableDiffusionPrior
 from esd_gs.guidance.variational import UNetVariational, VariationalConfig
 from esd_gs.io.ply import read_ply
 
 from conftest import run_cli
-from tiny_sd import build_tiny_sd
-
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory):
-    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
 
 
 @pytest.fixture
@@ -58,7 +55,7 @@ def test_loss_gradient_is_the_rule(prior, rule, lam):
     latents.requires_grad_(True)
     x_t = prior.scheduler.add_noise(latents.detach(), noise, t)
     eps_prior = prior.guided_eps(x_t, t, None, 7.5)
-    eps_q = esd_eps_q(rule, noise, var, x_t, t, cam16, lam)
+    eps_q = esd_eps_q(rule, lam, noise, var, x_t, t, cam16)
     w = (1 - prior.scheduler.alphas_cumprod[t]).view(-1, 1, 1, 1)
     distillation_loss(latents, w * (eps_prior - eps_q)).backward()
     # by hand, with separate UNet calls
@@ -96,7 +93,7 @@ def test_lora_training_lowers_loss_and_keeps_base_weights(prior):
     var.unet.class_embedding.forward = spy
     torch.manual_seed(0)
     for _ in range(150):
-        var.train_step(latents, cam16)
+        var.update(latents, cam16, snapshot=None)
     var.unet.class_embedding.forward = original
     after = eval_loss()
     print(f"LoRA denoising loss {before:.4f} -> {after:.4f}")
@@ -108,14 +105,40 @@ def test_lora_training_lowers_loss_and_keeps_base_weights(prior):
 
 
 @pytest.mark.parametrize("guidance", ["esd", "sds", "vsd"])
-def test_train_cli_with_tiny_pipeline(tiny_sd, tmp_path, guidance):
-    r = run_cli("train", "--prompt", "a corgi", "--model-path", tiny_sd, "--guidance", guidance, "--steps", "20",
-                "--output-dir", tmp_path, "--run-name", "r", "--render.resolution", "32",
-                "--gaussians.num-points", "500", "--log.turntable-frames", "4", "--log.turntable-resolution", "32",
-                "--log.no-progress")
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_training_with_tiny_pipeline(tiny_sd, tmp_path, guidance):
+    """A short run with each rule: every step logged with t inside the annealed bounds, the LoRA (and
+    only the LoRA and camera MLP) learns, and the PLY holds the trained Gaussians."""
+    from esd_gs.config import TrainConfig
+    from esd_gs.train import Trainer
+
+    cfg = TrainConfig(prompt="a corgi", model_path=str(tiny_sd), guidance=guidance, steps=10, output_dir=tmp_path,
+                      run_name="r")
+    cfg.render.resolution, cfg.gaussians.num_points = 32, 500
+    cfg.prior.anneal_step = 5
+    cfg.log.turntable_frames, cfg.log.turntable_resolution, cfg.log.progress = 4, 32, False
+    trainer = Trainer(cfg)
+    base = {n: p.detach().clone() for n, p in trainer.objective.prior.unet.named_parameters()
+            if "lora_" not in n and "class_embedding" not in n}
+    variational = trainer.objective.variational
+    lora0 = None if variational is None else [p.detach().clone() for p in variational.trainable]
+    means0 = trainer.splats["means"].detach().clone()
+    trainer.train()
+    logs = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in logs] == list(range(1, 11))
+    T = 1000
+    for m in logs:
+        hi = cfg.prior.t_max if m["step"] <= 5 else cfg.prior.t_max_final
+        assert cfg.prior.t_min * T <= m["t"] <= hi * T and math.isfinite(m["loss"])
+    assert (variational is None) == (guidance == "sds")
+    if variational is not None:
+        assert all("variational_loss" in m for m in logs)
+        assert any(not torch.equal(a, b) for a, b in zip(lora0, variational.trainable))
+    for n, p in trainer.objective.prior.unet.named_parameters():
+        if n in base:
+            assert torch.equal(p, base[n]), n
     ply = read_ply(tmp_path / "r" / "splats.ply")
-    assert len(ply["means"]) > 0
+    assert torch.equal(ply["means"], trainer.splats["means"].detach())
+    assert not torch.equal(ply["means"], means0)
 
 
 def test_missing_weights_one_line_error(tmp_path):

@@ -87,10 +87,18 @@ def test_write_refuses_nan(tmp_path):
     assert not (tmp_path / "x.ply").exists()
 
 
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fuzz")
+    write_ply(folder / "base.ply", small_scene(n=6, dtype=torch.float32, sh_degree=1))
+    return folder
+
+
+@pytest.mark.slow
 @settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(data=st.data())
-def test_fuzzed_files_give_model_or_clear_error(tmp_path_factory, data):
-    base = _FUZZ_BASE
+def test_fuzzed_files_give_model_or_clear_error(fuzz_dir, data):
+    base = (fuzz_dir / "base.ply").read_bytes()
     kind = data.draw(st.sampled_from(["flip", "cut", "insert", "header"]))
     blob = bytearray(base)
     if kind == "flip":
@@ -107,7 +115,7 @@ def test_fuzzed_files_give_model_or_clear_error(tmp_path_factory, data):
         i = data.draw(st.integers(0, end))
         blob[i:i] = data.draw(st.sampled_from([b"element vertex 99999999999\n", b"property float f_rest_0\n",
                                                b"format ascii 1.0\n", b"\n", b"property list uchar int q\n"]))
-    path = _FUZZ_DIR / "f.ply"
+    path = fuzz_dir / "f.ply"
     path.write_bytes(bytes(blob))
     try:
         out = read_ply(path)
@@ -116,11 +124,3 @@ def test_fuzzed_files_give_model_or_clear_error(tmp_path_factory, data):
         return
     n = len(out["means"])
     assert n > 0 and all(torch.isfinite(v).all() and len(v) == n for v in out.values())
-
-
-import tempfile as _tempfile  # noqa: E402
-from pathlib import Path as _Path  # noqa: E402
-
-_FUZZ_DIR = _Path(_tempfile.mkdtemp(prefix="esd-gs-fuzz-"))
-write_ply(_FUZZ_DIR / "base.ply", small_scene(n=6, dtype=torch.float32, sh_degree=1))
-_FUZZ_BASE = (_FUZZ_DIR / "base.ply").read_bytes()

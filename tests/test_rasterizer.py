@@ -89,7 +89,7 @@ def test_gradients_match_finite_differences(key):
     w = torch.randn(2, 16, 20, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 
     def loss():
-        out = render(splats, cams, bg, backend="torch")
+        out = render(splats, cams, bg, backend="torch", depth=True)
         return (out.rgb * w).sum() + (out.depth * w[..., :1]).sum() + out.alpha.sum()
 
     loss().backward()

@@ -1,7 +1,10 @@
 import torch
 
 from esd_gs.synthetic.janus import janus_report
-from esd_gs.synthetic.world import SyntheticConfig, head_splats, ideal_denoiser, make_scheduler
+from esd_gs.guidance.stable_diffusion import sd_scheduler
+from esd_gs.synthetic.config import SyntheticConfig
+from esd_gs.synthetic.head import head_splats
+from esd_gs.synthetic.prior import ideal_denoiser
 
 
 def toy_data(n=6, d=12, seed=0):
@@ -9,7 +12,7 @@ def toy_data(n=6, d=12, seed=0):
 
 
 def test_ideal_denoiser_matches_brute_force_loop():
-    images, sched = toy_data(), make_scheduler()
+    images, sched = toy_data(), sd_scheduler()
     ab_all = sched.alphas_cumprod
     x_t = torch.randn(3, 12, generator=torch.Generator().manual_seed(1))
     t = torch.tensor([900, 500, 50])
@@ -26,7 +29,7 @@ def test_ideal_denoiser_matches_brute_force_loop():
 
 
 def test_small_t_returns_nearest_image_and_ddim_reproduces_data():
-    images, sched = toy_data(n=5, d=48), make_scheduler()
+    images, sched = toy_data(n=5, d=48), sd_scheduler()
     ab = sched.alphas_cumprod
     noisy = images[3] + 0.02 * torch.randn(48, generator=torch.Generator().manual_seed(2))
     x_t = ab[5].sqrt() * noisy
@@ -58,12 +61,12 @@ def test_janus_metric_on_known_objects():
 
 
 def test_densifier_really_resets_opacity():
-    from esd_gs.densify import DensifyConfig, make_densifier
+    from esd_gs.densify import Densifier
     from esd_gs.gaussians import GaussianConfig, init_sphere, make_optimizers
 
     splats = init_sphere(GaussianConfig(num_points=50, init_opacity=0.9), torch.Generator().manual_seed(0))
     opt = make_optimizers(splats, GaussianConfig())
-    d = make_densifier(DensifyConfig(refine_start_iter=10_000, refine_stop_iter=20_000, reset_every=30))
+    d = Densifier(refine_start_iter=10_000, refine_stop_iter=20_000, reset_every=30)
     state = d.initialize_state()
     info = {"means2d": torch.zeros(1, 50, 2, requires_grad=True), "width": 32, "height": 32, "n_cameras": 1,
             "radii": torch.ones(1, 50, 2, dtype=torch.int32), "gaussian_ids": None}

@@ -13,9 +13,8 @@ from esd_gs.cameras import make_cameras
 from esd_gs.io.ply import read_ply, write_ply
 from esd_gs.render import render
 
-from conftest import run_cli
+from conftest import assert_clean_error, cli, run_cli
 from scenes import colored_blob_scene, surface_sphere
-from test_bad_input import assert_clean_error
 
 
 @pytest.fixture
@@ -38,7 +37,7 @@ def test_render_writes_requested_frames_rgb_and_depth(blob_ply, tmp_path):
     # depth: object grey, background white
     assert depth[0, 0, 0, :3].min() == 255 and depth[0, 24, 24, :3].max() < 255
 
-    r = run_cli("render", blob_ply, "--frames", "3", "--resolution", "32", "--format", "png",
+    r = cli("render", blob_ply, "--frames", "3", "--resolution", "32", "--format", "png",
                 "--output", tmp_path / "frames")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_{i:04d}.png" for i in range(3)]
@@ -46,16 +45,17 @@ def test_render_writes_requested_frames_rgb_and_depth(blob_ply, tmp_path):
 
 def test_render_bad_input(tmp_path, blob_ply):
     assert_clean_error(run_cli("render", tmp_path / "missing.ply"), "missing.ply")
-    assert_clean_error(run_cli("render", blob_ply, "--frames", "0"), "--frames must be positive")
+    assert_clean_error(cli("render", blob_ply, "--frames", "0"), "--frames must be positive")
 
 
+@pytest.mark.slow
 def test_mesh_of_known_sphere(tmp_path):
     """Chamfer distance to the true sphere < 2% of its size, colours close, floaters gone."""
     import open3d as o3d
 
     ply = tmp_path / "sphere.ply"
     write_ply(ply, surface_sphere())
-    r = run_cli("export", ply, "--mesh", tmp_path / "sphere.obj", "--views", "48", "--resolution", "192")
+    r = cli("export", ply, "--mesh", tmp_path / "sphere.obj", "--views", "48", "--resolution", "192")
     assert r.returncode == 0, r.stderr
     mesh = o3d.io.read_triangle_mesh(str(tmp_path / "sphere.obj"))
     v, c = np.asarray(mesh.vertices), np.asarray(mesh.vertex_colors)
@@ -72,7 +72,7 @@ def test_mesh_of_known_sphere(tmp_path):
     true_colour = 0.5 + 0.4 * v / np.linalg.norm(v, axis=1, keepdims=True)
     assert np.abs(c - true_colour).mean() < 0.05
 
-    r = run_cli("export", ply, "--mesh", tmp_path / "sphere.glb", "--views", "16", "--resolution", "96",
+    r = cli("export", ply, "--mesh", tmp_path / "sphere.glb", "--views", "16", "--resolution", "96",
                 "--voxel-size", "0.02", "--target-triangles", "2000")
     assert r.returncode == 0, r.stderr
     glb = o3d.io.read_triangle_mesh(str(tmp_path / "sphere.glb"))
@@ -85,7 +85,7 @@ def test_export_splat_and_truncated_ply(tmp_path):
     ply = tmp_path / "deg2.ply"
     splats = small_scene(n=40, dtype=torch.float32, sh_degree=2)
     write_ply(ply, splats)
-    r = run_cli("export", ply, "--splat", tmp_path / "x.splat", "--ply", tmp_path / "deg0.ply", "--sh-degree", "0")
+    r = cli("export", ply, "--splat", tmp_path / "x.splat", "--ply", tmp_path / "deg0.ply", "--sh-degree", "0")
     assert r.returncode == 0, r.stderr
     data = (tmp_path / "x.splat").read_bytes()
     assert len(data) == 32 * 40
@@ -95,9 +95,9 @@ def test_export_splat_and_truncated_ply(tmp_path):
     back = read_ply(tmp_path / "deg0.ply")
     assert back["shN"].shape == (40, 0, 3)
     assert torch.equal(back["sh0"], splats["sh0"].detach())
-    assert_clean_error(run_cli("export", ply), "nothing to export")
-    assert_clean_error(run_cli("export", ply, "--ply", tmp_path / "y.ply", "--sh-degree", "3"), "--sh-degree")
-    assert_clean_error(run_cli("export", ply, "--mesh", tmp_path / "m.stl"), "not supported")
+    assert_clean_error(cli("export", ply), "nothing to export")
+    assert_clean_error(cli("export", ply, "--ply", tmp_path / "y.ply", "--sh-degree", "3"), "--sh-degree")
+    assert_clean_error(cli("export", ply, "--mesh", tmp_path / "m.stl"), "not supported")
 
 
 def _free_port() -> int:
@@ -133,22 +133,22 @@ def test_viewer_serves_renders_and_stops():
 
 
 def test_bench_commands_print_json():
-    r = run_cli("bench", "raster", "--num-gaussians", "500", "--resolution", "32", "--repeats", "2", "--json")
+    r = cli("bench", "raster", "--num-gaussians", "500", "--resolution", "32", "--repeats", "2", "--json")
     assert r.returncode == 0, r.stderr
     raster = json.loads(r.stdout)
     assert raster["backend"] == "torch" and raster["num_gaussians"] == 500 and raster["resolution"] == 32
     assert 0 < raster["fwd_ms"] <= raster["fwd_bwd_ms"] and raster["visible_gaussians"] > 0
 
-    r = run_cli("bench", "step", "--steps", "2", "--warmup", "1", "--json")
+    r = cli("bench", "step", "--steps", "2", "--warmup", "1", "--json")
     assert r.returncode == 0, r.stderr
     step = json.loads(r.stdout)
     assert {"render", "encode", "prior", "variational", "variational_training", "backward", "optimizer"} <= \
         set(step["components_ms"])
     assert step["it_s"] > 0 and sum(step["components_ms"].values()) <= step["step_ms"] * 1.05
 
-    r = run_cli("bench", "step", "--full-size", "--channel-scale", "0.25", "--resolution", "64", "--steps", "1",
+    r = cli("bench", "step", "--full-size", "--channel-scale", "0.25", "--resolution", "64", "--steps", "1",
                 "--warmup", "1", "--json")
     assert r.returncode == 0, r.stderr
     full = json.loads(r.stdout)
     assert full["tflop_per_step"] > 0 and full["floor_ratio"] > 1 and full["resolution"] == 64
-    assert_clean_error(run_cli("bench", "nope"), "usage: esd-gs bench")
+    assert_clean_error(cli("bench", "nope"), "usage: esd-gs bench")

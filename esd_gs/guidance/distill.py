@@ -18,7 +18,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..cameras import CameraConfig, Cameras, sample_orbit, view_direction
+from ..objective import Background, StepLoss, Views, sample_backgrounds
+from ..render import render_frames
 from ..timing import SectionTimer
+from .prior import Prior, alphabar
+from .variational import Variational
 
 Rule = Literal["sds", "vsd", "esd"]
 
@@ -32,21 +36,33 @@ class GuidanceConfig:
     t_max_final: float = 0.5
     """t_max drops to this value at `anneal_step` (ProlificDreamer's two-stage schedule)."""
     anneal_step: int | None = None
-    """Step of the t_max drop; default: half of the run."""
+    """Step of the t_max drop; default: 20% of the run (ProlificDreamer: step 5000 of 25k)."""
     view_dependent_prompt: bool = True
+    front_deg: float = 45.0
+    """View prompts: |azimuth| below this is 'front view' (ProlificDreamer uses 30)."""
+    back_deg: float = 45.0
+    """View prompts: |azimuth| above 180 minus this is 'back view' (ProlificDreamer uses 30)."""
     grad_clip: float | None = None
     """Clip |grad| element-wise to this value (None: no clipping)."""
 
 
 def timestep_bounds(step: int, total_steps: int, cfg: GuidanceConfig) -> tuple[float, float]:
-    anneal = total_steps // 2 if cfg.anneal_step is None else cfg.anneal_step
+    anneal = round(0.2 * total_steps) if cfg.anneal_step is None else cfg.anneal_step
     return cfg.t_min, (cfg.t_max if step < anneal else cfg.t_max_final)
 
 
-def esd_eps_q(rule: Rule, noise: Tensor, variational, x_t: Tensor, t: Tensor, cam16: Tensor, lam: float) -> Tensor:
+def esd_eps_q(rule: Rule, lam: float, noise: Tensor, variational: Variational | None, x_t: Tensor, t: Tensor,
+              cam16: Tensor) -> Tensor:
+    """The rule's eps_q: the injected noise (SDS), or lam * eps(no camera) + (1 - lam) * eps(camera)."""
     if rule == "sds":
         return noise
-    return variational.esd_eps(x_t, t, cam16, 0.0 if rule == "vsd" else lam)
+    lam = 0.0 if rule == "vsd" else lam
+    eps_free, eps_cam = variational.eps_branches(x_t, t, cam16, noise, lam)
+    if lam == 0.0:
+        return eps_cam
+    if lam == 1.0:
+        return eps_free
+    return lam * eps_free + (1 - lam) * eps_cam
 
 
 def distillation_loss(latents: Tensor, grad: Tensor) -> Tensor:
@@ -56,46 +72,70 @@ def distillation_loss(latents: Tensor, grad: Tensor) -> Tensor:
     return 0.5 * F.mse_loss(latents, target, reduction="sum") / len(latents)
 
 
+def distillation_grad(prior: Prior, variational: Variational | None, rule: Rule, lam: float, latents: Tensor,
+                      t: Tensor, noise: Tensor, cam16: Tensor, directions: list[str] | None, scale: float,
+                      timer: SectionTimer | None = None) -> Tensor:
+    """w(t) (eps_prior_cfg(x_t) - eps_q) for latents noised to t with `noise` (no autograd)."""
+    timer = timer or SectionTimer()
+    x_t = prior.scheduler.add_noise(latents.detach(), noise, t)
+    with timer("prior"):
+        eps_prior = prior.guided_eps(x_t, t, directions, scale)
+    with timer("variational"):
+        eps_q = esd_eps_q(rule, lam, noise, variational, x_t, t, cam16)
+    return (1 - alphabar(prior.scheduler, t, latents)) * (eps_prior - eps_q)
+
+
 class DistillationObjective:
     """Samples orbit views and turns their renders into a score-distillation loss."""
 
-    def __init__(self, prior, variational, rule: Rule, lam: float, cfg: GuidanceConfig,
-                 cameras: CameraConfig, resolution: int, batch_size: int, total_steps: int):
+    def __init__(self, prior: Prior, variational: Variational | None, rule: Rule, lam: float, cfg: GuidanceConfig,
+                 cameras: CameraConfig, resolution: int, batch_size: int, total_steps: int,
+                 background: Background = "random"):
+        if rule != "sds" and variational is None:
+            raise ValueError(f"the {rule} rule needs a variational estimator")
         self.prior, self.variational, self.rule, self.lam = prior, variational, rule, lam
         self.cfg, self.cameras, self.resolution, self.batch_size = cfg, cameras, resolution, batch_size
-        self.total_steps = total_steps
+        self.total_steps, self.background = total_steps, background
         self.scale = cfg.guidance_scale if cfg.guidance_scale is not None else (100.0 if rule == "sds" else 7.5)
         self.timer = SectionTimer()
 
-    def views(self, step: int, generator: torch.Generator) -> tuple[Cameras, Tensor]:
+    def views(self, step: int, generator: torch.Generator) -> Views:
         cams = sample_orbit(self.cameras, self.batch_size, self.resolution, generator)
-        return cams, torch.rand(self.batch_size, 3, generator=generator)
+        return Views(cams, sample_backgrounds(self.background, self.batch_size, generator))
 
-    def loss(self, rgb: Tensor, cams: Cameras, step: int) -> tuple[Tensor, dict]:
-        prior, timer = self.prior, self.timer
-        with timer("encode"):
+    def directions(self, cams: Cameras) -> list[str] | None:
+        if not self.cfg.view_dependent_prompt:
+            return None
+        return view_direction(cams.azimuth_deg, cams.elevation_deg, self.cfg.front_deg, self.cfg.back_deg)
+
+    def loss(self, rgb: Tensor, views: Views, step: int) -> StepLoss:
+        prior = self.prior
+        with self.timer("encode"):
             latents = prior.encode(rgb)
         B, T = len(latents), prior.scheduler.config.num_train_timesteps
         lo, hi = timestep_bounds(step, self.total_steps, self.cfg)
         t = torch.randint(int(lo * T), int(hi * T) + 1, (B,), device=latents.device)
         noise = torch.randn_like(latents)
-        x_t = prior.scheduler.add_noise(latents.detach(), noise, t)
-        directions = view_direction(cams.azimuth_deg, cams.elevation_deg) if self.cfg.view_dependent_prompt else None
-        with timer("prior"):
-            eps_prior = prior.guided_eps(x_t, t, directions, self.scale)
-        cam16 = cams.camera_embedding_input().to(latents.device)
-        with timer("variational"):
-            eps_q = esd_eps_q(self.rule, noise, self.variational, x_t, t, cam16, self.lam)
-        w = (1 - prior.scheduler.alphas_cumprod.to(latents.device)[t]).view(-1, 1, 1, 1)
-        grad = w * (eps_prior - eps_q)
+        cam16 = views.cameras.camera_embedding_input().to(latents.device)
+        grad = distillation_grad(prior, self.variational, self.rule, self.lam, latents, t, noise, cam16,
+                                 self.directions(views.cameras), self.scale, self.timer)
         if self.cfg.grad_clip is not None:
             grad = grad.clamp(-self.cfg.grad_clip, self.cfg.grad_clip)
-        loss = distillation_loss(latents, grad)
         logs = {"t": t.float().mean().item(), "grad_norm": grad.norm().item() / B}
-        if self.variational is not None:
-            with timer("variational_training"):
-                logs["variational_loss"] = self.variational.train_step(latents.detach(), cam16)
-        return loss, logs
+        return StepLoss(distillation_loss(latents, grad), logs, latents.detach())
+
+    def update(self, splats, step_loss: StepLoss, views: Views) -> dict[str, float]:
+        """Trains the variational estimator on this step's renders."""
+        if self.variational is None:
+            return {}
+
+        def snapshot(cams: Cameras) -> Tensor:  # random backgrounds get a neutral grey here
+            bg = {"white": 1.0, "black": 0.0}.get(self.background, 0.5)
+            return self.prior.encode(render_frames(splats, cams, (bg,) * 3, depth=False)[0])
+
+        cam16 = views.cameras.camera_embedding_input().to(step_loss.latents.device)
+        with self.timer("variational_training"):
+            return self.variational.update(step_loss.latents, cam16, snapshot)
 
     def state_dict(self) -> dict:
         return {} if self.variational is None else self.variational.trainable_state()

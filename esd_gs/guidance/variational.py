@@ -1,25 +1,50 @@
-"""The variational score network of VSD/ESD: a UNet with a camera embedding, trained online.
+"""The variational score of VSD/ESD: what it is to the objective, and the UNet that learns it online.
 
-The camera enters as diffusers' class embedding: flattened 4x4 camera-to-world (16 numbers) -> MLP ->
-added to the time embedding. The camera-free branch is an all-zero camera through the same MLP
-(learned thanks to camera dropout). Rows that must get no camera term at all (the prior's rows when
-the base UNet is shared) carry a mask of 0: MLP(0) is not 0, so zeroing the input would not do.
+A variational estimator gives two noise predictions for the current object's renders: camera-free
+(the score of the distribution of renders over all training cameras) and camera-conditioned. ESD mixes
+them (guidance/distill.py). Implementations: `UNetVariational` here (Stable Diffusion's LoRA, and the
+synthetic world's small UNet), the synthetic world's exact estimator, the 2-D Gaussian example's
+analytic one.
 
-`lora_rank` > 0 trains a peft LoRA adapter on a (shared or separate) pretrained UNet;
+UNetVariational: the camera enters as diffusers' class embedding: flattened 4x4 camera-to-world (16
+numbers) -> MLP -> added to the time embedding. The camera-free branch is an all-zero camera through
+the same MLP (learned thanks to camera dropout). Rows that must get no camera term at all (the
+prior's rows when the base UNet is shared) carry a mask of 0: MLP(0) is not 0, so zeroing the input
+would not do. `lora_rank` > 0 trains a peft LoRA adapter on a (shared or separate) pretrained UNet;
 `lora_rank` = 0 trains the whole UNet (the synthetic world's small network).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .prior import eps_from_prediction
+from ..cameras import Cameras
+from .prior import denoising_target, eps_from_prediction
 
 ADAPTER = "esd_lora"
+
+Snapshot = Callable[[Cameras], Tensor]
+"""Renders the current object at the given cameras and encodes them (no gradient): latents [K,C,h,w]."""
+
+
+class Variational(Protocol):
+    def eps_branches(self, x_t: Tensor, t: Tensor, cam16: Tensor, noise: Tensor,
+                     lam: float) -> tuple[Tensor | None, Tensor | None]:
+        """(camera-free eps, camera-conditioned eps) for x_t at t; cam16 [B,16] are the render cameras and
+        noise the noise injected into x_t. A branch that `lam` gives no weight may be None."""
+
+    def update(self, latents: Tensor, cam16: Tensor, snapshot: Snapshot) -> dict[str, float]:
+        """Learns from this step's renders (detached latents [B,C,h,w] and their cameras); returns logs."""
+
+    def trainable_state(self) -> dict:
+        """What training changed (for checkpoints)."""
+
+    def load_trainable_state(self, state: dict) -> None: ...
 
 
 @dataclass
@@ -54,6 +79,8 @@ class CameraEmbedding(nn.Module):
 
 class UNetVariational(nn.Module):
     def __init__(self, unet, text_embedding: Tensor, scheduler, cfg: VariationalConfig):
+        """unet: the base network (the prior's own when shared); scheduler: the one `unet` was trained with
+        (its prediction type decides whether the LoRA learns eps or v)."""
         super().__init__()
         self.unet, self.scheduler, self.cfg = unet, scheduler, cfg
         self.register_buffer("text", text_embedding.detach().clone(), persistent=False)
@@ -77,7 +104,7 @@ class UNetVariational(nn.Module):
         dtype = self.unet.dtype
         text = self.text.expand(len(x_t), -1, -1).to(dtype)
         pred = self.unet(x_t.to(dtype), t, encoder_hidden_states=text, class_labels=class_labels).sample
-        return eps_from_prediction(pred.float(), x_t.float(), t, self.scheduler)
+        return eps_from_prediction(pred, x_t, t, self.scheduler)
 
     @torch.no_grad()
     def camera_eps(self, x_t: Tensor, t: Tensor, cam16: Tensor | None) -> Tensor:
@@ -85,21 +112,22 @@ class UNetVariational(nn.Module):
         return self._eps(x_t, t, self.unet.class_embedding.labels(cam16, len(x_t)))
 
     @torch.no_grad()
-    def esd_eps(self, x_t: Tensor, t: Tensor, cam16: Tensor, lam: float) -> Tensor:
-        """lam * eps(x_t, t, no camera) + (1 - lam) * eps(x_t, t, camera), in one batched UNet call."""
+    def eps_branches(self, x_t: Tensor, t: Tensor, cam16: Tensor, noise: Tensor,
+                     lam: float) -> tuple[Tensor | None, Tensor | None]:
+        """Only the branches lam weighs; both in one batched UNet call when both are needed."""
         if lam == 0.0:
-            return self.camera_eps(x_t, t, cam16)
+            return None, self.camera_eps(x_t, t, cam16)
         if lam == 1.0:
-            return self.camera_eps(x_t, t, None)
+            return self.camera_eps(x_t, t, None), None
         B = len(x_t)
         emb = self.unet.class_embedding
         labels = torch.cat([emb.labels(None, B), emb.labels(cam16, B)])
         eps_free, eps_cam = self._eps(torch.cat([x_t, x_t]), torch.cat([t, t]), labels).chunk(2)
-        return lam * eps_free + (1 - lam) * eps_cam
+        return eps_free, eps_cam
 
-    def train_step(self, latents: Tensor, cam16: Tensor) -> float:
-        """One denoising step on detached latents at uniform t; returns the loss."""
-        latents = latents.detach()
+    def update(self, latents: Tensor, cam16: Tensor, snapshot: Snapshot) -> dict[str, float]:
+        """One denoising step on the detached latents at uniform t (camera dropped with some probability)."""
+        latents = latents.detach().float()
         B = len(latents)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (B,), device=latents.device)
         noise = torch.randn_like(latents)
@@ -108,13 +136,11 @@ class UNetVariational(nn.Module):
         labels = self.unet.class_embedding.labels(None if drop else cam16, B)
         text = self.text.expand(B, -1, -1).to(self.unet.dtype)
         pred = self.unet(x_t.to(self.unet.dtype), t, encoder_hidden_states=text, class_labels=labels).sample
-        target = noise if self.scheduler.config.prediction_type == "epsilon" else \
-            self.scheduler.get_velocity(latents, noise, t)
-        loss = F.mse_loss(pred.float(), target.float())
+        loss = F.mse_loss(pred.float(), denoising_target(latents, noise, t, self.scheduler).float())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return loss.item()
+        return {"variational_loss": loss.item()}
 
     def trainable_state(self) -> dict:
         """Only what training changes: LoRA (or whole-UNet) weights, camera MLP, optimiser."""

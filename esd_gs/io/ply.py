@@ -133,3 +133,17 @@ def read_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if (out["quats"].norm(dim=-1) == 0).any():
         raise UserError(f"{path}: contains zero-length rotation quaternions")
     return out
+
+
+def resolve_ply(path: str | os.PathLike) -> Path:
+    """A run folder means its splats.ply."""
+    path = Path(path)
+    return path / "splats.ply" if path.is_dir() else path
+
+
+def load_splats(path: str | os.PathLike, device: str = "auto") -> torch.nn.ParameterDict:
+    """PLY file or run folder -> trainable splats on the chosen device (auto: CUDA when present)."""
+    from ..device import pick_device
+    from ..gaussians import splats_from_tensors
+
+    return splats_from_tensors(read_ply(resolve_ply(path)), pick_device(device))

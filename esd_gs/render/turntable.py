@@ -1,28 +1,19 @@
-"""Turntable renders of a splat set: RGB and depth frames around the z axis, in chunks."""
+"""Turntables: frames around the z axis, and depth shown as grey."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from ..cameras import Cameras, turntable
-from . import render
+from ..cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, VIEW_ELEVATION_DEG, turntable
+from . import render_frames
 
 
-@torch.no_grad()
-def render_frames(splats, cams: Cameras, background=(1.0, 1.0, 1.0), backend="auto", chunk: int = 12):
-    """Renders [F,H,W,3] RGB, [F,H,W,1] depth and [F,H,W,1] alpha, `chunk` cameras at a time."""
-    device = splats["means"].device
-    bg = torch.tensor(background, dtype=torch.float32, device=device).expand(len(cams), 3)
-    outs = [render(splats, cams[i:i + chunk], bg[i:i + chunk], backend=backend) for i in range(0, len(cams), chunk)]
-    return (torch.cat([o.rgb for o in outs]), torch.cat([o.depth for o in outs]),
-            torch.cat([o.alpha for o in outs]))
-
-
-def render_turntable(splats, frames: int = 36, resolution: int = 256, elevation_deg: float = 15.0,
-                     radius: float = 1.8, fovy_deg: float = 50.0, background=(1.0, 1.0, 1.0), backend="auto"):
+def render_turntable(splats, frames: int = 36, resolution: int = 256, elevation_deg: float = VIEW_ELEVATION_DEG,
+                     radius: float = ORBIT_RADIUS, fovy_deg: float = ORBIT_FOVY_DEG, background=(1.0, 1.0, 1.0),
+                     backend="auto", depth: bool = True):
     cams = turntable(frames, resolution, elevation_deg=elevation_deg, radius=radius, fovy_deg=fovy_deg)
-    return render_frames(splats, cams, background, backend)
+    return render_frames(splats, cams, background, backend, depth=depth)
 
 
 def depth_to_rgb(depth: Tensor, alpha: Tensor, background=(1.0, 1.0, 1.0)) -> Tensor:

@@ -16,16 +16,18 @@ import math
 
 import torch
 
-from ..cameras import wrap_deg
-from .world import SyntheticConfig, head_splats, render_photos
+from ..cameras import VIEW_ELEVATION_DEG, wrap_deg
+from .config import SyntheticConfig
+from .head import head_splats
+from .photos import render_photos
 
 NUM_VIEWS = 24
 REFERENCE_STEP_DEG = 5.0
-ELEVATION_DEG = 15.0
+SUMMARY_KEYS = ("janus", "front_share", "face_count", "view_error_deg", "view_variety")
 
 
 def view_azimuths() -> torch.Tensor:
-    return 7.5 + 15.0 * torch.arange(NUM_VIEWS, dtype=torch.float32) - 180.0
+    return 180.0 / NUM_VIEWS + 360.0 / NUM_VIEWS * torch.arange(NUM_VIEWS, dtype=torch.float32) - 180.0
 
 
 def _arcs(flags: list[bool]) -> int:
@@ -38,9 +40,9 @@ def _arcs(flags: list[bool]) -> int:
 def janus_report(splats, cfg: SyntheticConfig | None = None) -> dict:
     cfg = cfg or SyntheticConfig()
     ref_az = torch.arange(-180.0, 180.0, REFERENCE_STEP_DEG)
-    refs = render_photos(head_splats(), ref_az, torch.full_like(ref_az, ELEVATION_DEG), cfg)
+    refs = render_photos(head_splats(), ref_az, torch.full_like(ref_az, VIEW_ELEVATION_DEG), cfg)
     az = view_azimuths()
-    views = render_photos(splats, az, torch.full_like(az, ELEVATION_DEG), cfg)
+    views = render_photos(splats, az, torch.full_like(az, VIEW_ELEVATION_DEG), cfg)
     d = torch.cdist(views.reshape(NUM_VIEWS, -1), refs.reshape(len(refs), -1))
     matched = ref_az[d.argmin(dim=1)]
     front = (matched.abs() < 45.0).tolist()

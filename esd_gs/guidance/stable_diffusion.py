@@ -1,0 +1,173 @@
+"""Stable Diffusion (diffusers) as a frozen score prior, and where its weights come from.
+
+Weights are found before anything is loaded: a local diffusers folder, or a hub id already in the
+Hugging Face cache; only when neither holds them and the hub answers within seconds is anything
+downloaded. Offline, a missing model is one line saying what to download, not minutes of retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from .prior import eps_from_prediction, to_model_images
+
+DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
+VIEW_SUFFIX = {"front": ", front view", "side": ", side view", "back": ", back view",
+               "overhead": ", overhead view"}
+MODEL_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+HUB_TIMEOUT_S = 5.0
+
+
+def sd_scheduler():
+    """Stable Diffusion's DDPM schedule (1000 steps, scaled-linear betas 0.00085..0.012, epsilon)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                         beta_schedule="scaled_linear", prediction_type="epsilon")
+
+
+def missing_weights_message(model: str) -> str:
+    return (f"no Stable Diffusion weights for '{model}' were found locally (offline or not cached); "
+            f"download them on a connected machine (huggingface-cli download {model} --local-dir DIR) and "
+            "pass --model-path DIR, or copy the Hugging Face cache into $HF_HOME")
+
+
+def _looks_like_path(model: str) -> bool:
+    """Hub ids are 'name' or 'org/name'; anything that exists, or is spelled like a path, is a path."""
+    return Path(model).expanduser().exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
+
+
+def _hub_reachable() -> bool:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=HUB_TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
+
+
+def resolve_model(model: str, parts: tuple[str, ...] = MODEL_PARTS) -> Path:
+    """A local diffusers folder holding `parts`: the folder itself, the cached snapshot of a hub id, or a
+    fresh download when the hub can be reached. Raises a one-line UserError otherwise."""
+    if _looks_like_path(model):
+        path = Path(model).expanduser()
+        if not path.exists():
+            raise UserError(f"model folder {model} does not exist")
+        if not path.is_dir():
+            raise UserError(f"--model-path {model} is a file; pass the diffusers folder (with {', '.join(parts)})")
+        missing = [p for p in parts if not (path / p).is_dir()]
+        if missing:
+            raise UserError(f"{model} is not a diffusers Stable Diffusion folder (missing {', '.join(missing)}/)")
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    patterns = [f"{p}/*" for p in parts] + ["model_index.json"]
+    try:
+        return Path(snapshot_download(model, allow_patterns=patterns, local_files_only=True))
+    except HFValidationError:
+        raise UserError(f"'{model}' is neither a folder nor a Hugging Face model id") from None
+    except Exception:  # not in the cache
+        pass
+    if not _hub_reachable():
+        raise UserError(missing_weights_message(model))
+    try:
+        return Path(snapshot_download(model, allow_patterns=patterns))
+    except Exception as e:
+        raise UserError(f"could not download '{model}': {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+
+def load_scheduler(model: str):
+    """The DDPM scheduler of a model folder or hub id (its prediction type: epsilon or v)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_pretrained(resolve_model(model, ("scheduler",)), subfolder="scheduler")
+
+
+@contextlib.contextmanager
+def adapters_disabled(unet):
+    """Runs the shared UNet as the plain prior even when a LoRA adapter is attached to it."""
+    has_adapters = getattr(unet, "_hf_peft_config_loaded", False)
+    if has_adapters:
+        unet.disable_adapters()
+    try:
+        yield
+    finally:
+        if has_adapters:
+            unet.enable_adapters()
+
+
+class StableDiffusionPrior:
+    """Stable Diffusion 2.1-base (or any SD-layout folder / hub id) as a frozen score prior."""
+
+    def __init__(self, vae, unet, scheduler, uncond: Tensor, cond: dict[str | None, Tensor], device="cpu",
+                 dtype: torch.dtype = torch.float32):
+        """From loaded modules and text embeddings [1,L,D]: `uncond`, and `cond` keyed by view direction
+        (None = the plain prompt). `load` is the usual way in."""
+        for module in (vae, unet):
+            module.to(device).eval().requires_grad_(False)
+            if module.dtype != dtype:
+                raise ValueError(f"{type(module).__name__} is {module.dtype}, the prior was asked for {dtype}")
+        self.vae, self.unet, self.scheduler = vae, unet, scheduler
+        self.device, self.dtype = torch.device(device), dtype
+        self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.resolution = unet.config.sample_size * self.vae_scale
+        self.uncond = uncond.to(device, dtype)
+        self.cond = {k: v.to(device, dtype) for k, v in cond.items()}
+
+    @classmethod
+    def load(cls, model: str, prompt: str, negative_prompt: str = "", device="cpu",
+             dtype: torch.dtype = torch.float32) -> "StableDiffusionPrior":
+        """Loads a hub id or a local diffusers folder and embeds the prompt (+ view suffixes)."""
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        folder = resolve_model(model)
+        try:
+            tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+            text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype)
+            vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype)
+            unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
+            scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot load Stable Diffusion from {model}: {str(e).splitlines()[0]}") from None
+        text_encoder.to(device).eval().requires_grad_(False)
+
+        @torch.no_grad()
+        def embed(text: str) -> Tensor:
+            ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids.to(device)
+            return text_encoder(ids)[0]
+
+        cond = {None: embed(prompt), **{d: embed(prompt + s) for d, s in VIEW_SUFFIX.items()}}
+        return cls(vae, unet, scheduler, embed(negative_prompt), cond, device, dtype)
+
+    def encode(self, rgb: Tensor) -> Tensor:
+        """Deterministic VAE encoding (the posterior mean), returned in float32 whatever the weights' dtype."""
+        x = to_model_images(rgb, self.resolution).to(self.dtype)
+        return self.vae.encode(x).latent_dist.mean.float() * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def guided_eps(self, x_t: Tensor, t: Tensor, directions: list[str] | None, scale: float) -> Tensor:
+        B = len(x_t)
+        cond = torch.cat([self.cond[None if directions is None else d] for d in (directions or [None] * B)])
+        text = torch.cat([self.uncond.expand(B, -1, -1), cond])
+        x2, t2 = torch.cat([x_t, x_t]), torch.cat([t, t])
+        extra = {}
+        if self.unet.class_embedding is not None:  # a variational net attached its camera embedding
+            extra["class_labels"] = self.unet.class_embedding.labels(None, 2 * B, prior_rows=True)
+        with adapters_disabled(self.unet):
+            pred = self.unet(x2.to(self.dtype), t2, encoder_hidden_states=text, **extra).sample
+        eps_uncond, eps_cond = eps_from_prediction(pred, x2, t2, self.scheduler).chunk(2)
+        return eps_uncond + scale * (eps_cond - eps_uncond)

@@ -1,0 +1,44 @@
+"""The real world: Stable Diffusion weights as the prior, a LoRA + camera embedding as the variational score."""
+
+from __future__ import annotations
+
+import torch
+
+from ..device import pick_dtype
+from ..guidance.distill import DistillationObjective
+from ..guidance.stable_diffusion import DEFAULT_MODEL, StableDiffusionPrior, load_scheduler, resolve_model
+from ..guidance.variational import UNetVariational
+from . import World
+
+
+class StableDiffusionWorld(World):
+    def __init__(self, cfg, device: torch.device, prior: StableDiffusionPrior | None = None):
+        """prior: a ready-made one (benchmarks use random full-size weights); default: loaded from cfg."""
+        super().__init__(cfg, device)
+        self.prior = prior
+
+    def objective(self) -> DistillationObjective:
+        cfg = self.cfg
+        prior = self.prior or StableDiffusionPrior.load(cfg.model_path or DEFAULT_MODEL, cfg.prompt,
+                                                        cfg.negative_prompt, self.device,
+                                                        pick_dtype(cfg.dtype, self.device))
+        variational = None if cfg.guidance == "sds" else self.variational(prior)
+        return DistillationObjective(prior, variational, cfg.guidance, cfg.lam, cfg.prior, cfg.cameras,
+                                     cfg.render.resolution, cfg.render.batch_size, cfg.steps, cfg.render.background)
+
+    def variational(self, prior: StableDiffusionPrior) -> UNetVariational:
+        """LoRA on the prior's own UNet (shared), or on a separately loaded base model with its own
+        scheduler (threestudio loads SD 2.1, a v-prediction model, for its LoRA)."""
+        vcfg = self.cfg.variational
+        if vcfg.base_model == "shared":
+            return UNetVariational(prior.unet, prior.cond[None], prior.scheduler, vcfg)
+        from diffusers import UNet2DConditionModel
+
+        folder = resolve_model(vcfg.base_model, ("unet", "scheduler"))
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=prior.dtype)
+        unet = unet.to(self.device).requires_grad_(False)
+        return UNetVariational(unet, prior.cond[None], load_scheduler(str(folder)), vcfg)
+
+    def orbit(self) -> tuple[float, float]:
+        cams = self.cfg.cameras
+        return sum(cams.radius) / 2, sum(cams.fovy_deg) / 2
