@@ -57,6 +57,8 @@ class StepArgs:
     """auto: bfloat16 on CUDA, float32 on CPU."""
     densify: bool = True
     """Keep the preset's densification on (gsplat's strategy runs at its refine steps)."""
+    backend: Literal["auto", "torch", "gsplat"] = "auto"
+    """Rasterizer (auto: gsplat on CUDA, ours on CPU)."""
     steps: int = 10
     warmup: int = 3
     device: str = "auto"
@@ -157,6 +159,7 @@ def _step_config(args: StepArgs, device: torch.device, out_dir: str):
                               device=str(device))
     cfg.log.progress = False
     cfg.densify.enabled = args.densify
+    cfg.render.backend = args.backend
     if args.resolution:
         cfg.render.resolution = args.resolution
         if not args.full_size:

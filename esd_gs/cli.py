@@ -1,8 +1,10 @@
-"""`esd-gs` command line (tyro): train | janus | render | view | export | bench."""
+"""`esd-gs` command line (tyro): train | batch | janus | render | view | export | bench."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +16,10 @@ from .cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, VIEW_ELEVATION_DEG
 from .errors import UserError
 from .mesh import MeshConfig
 
-USAGE = """usage: esd-gs {train,janus,render,view,export,bench} [--help] ...
+USAGE = """usage: esd-gs {train,batch,janus,render,view,export,bench} [--help] ...
 
   train    optimise Gaussians for a prompt with SDS / VSD / ESD (esd-gs train --preset demo)
+  batch    many runs (prompts x settings x seeds) on Ray, resumable, with an index and a contact sheet
   janus    Janus metric of a synthetic-world result (front_share, face_count, ...)
   render   turntable GIF / MP4 / PNG frames (RGB and depth) of a PLY or run folder
   view     interactive viewer in the browser (viser)
@@ -25,9 +28,40 @@ USAGE = """usage: esd-gs {train,janus,render,view,export,bench} [--help] ...
 """
 
 
-def cmd_train(argv: list[str]) -> None:
+def parse(cls, argv: list[str], prog: str, default=None):
+    """tyro.cli, with its multi-line error box condensed to one line (--help prints in full)."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return tyro.cli(cls, args=argv, prog=prog, default=default)
+    except SystemExit as e:
+        if not e.code:
+            sys.stderr.write(err.getvalue())
+            raise
+        raise UserError(f"{prog}: {condense_tyro_error(err.getvalue())} (see {prog} --help)") from None
+
+
+def condense_tyro_error(text: str) -> str:
+    """tyro's error box (title, message, help, suggestions) -> 'message; did you mean --x?'."""
+    lines = [line.strip(" │╭╮╰╯─") for line in text.splitlines()]
+    blocks, block = [], []
+    for line in lines:
+        if line and set(line) <= set("-─ "):
+            blocks.append(block)
+            block = []
+        elif line:
+            block.append(line)
+    blocks.append(block)
+    message = " ".join(blocks[1] if len(blocks) > 1 and blocks[1] else blocks[0]) or "invalid arguments"
+    for b in blocks:
+        if b and b[0].startswith("Perhaps you meant") and len(b) > 1:
+            message += f"; did you mean {b[1].split()[0]}?"
+    return message
+
+
+def parse_train_args(argv: list[str]):
+    """`esd-gs train` flags -> TrainConfig: the preset's values first, then the flags."""
     from .config import TrainConfig, load_preset
-    from .train import Trainer
 
     preset = None
     for i, arg in enumerate(argv):
@@ -36,8 +70,21 @@ def cmd_train(argv: list[str]) -> None:
         elif arg.startswith("--preset="):
             preset = arg.split("=", 1)[1]
     default = load_preset(preset) if preset else TrainConfig()
-    cfg = tyro.cli(TrainConfig, default=default, args=argv, prog="esd-gs train")
-    result = Trainer(cfg).train()
+    return parse(TrainConfig, argv, "esd-gs train", default=default)
+
+
+def train_from_args(argv: list[str], quiet: bool = False) -> dict:
+    """What `esd-gs train ARGS` does (esd-gs batch runs every job through here); returns the result."""
+    from .train import Trainer
+
+    cfg = parse_train_args(argv)
+    if quiet:
+        cfg.log.progress = False
+    return Trainer(cfg).train()
+
+
+def cmd_train(argv: list[str]) -> None:
+    result = train_from_args(argv)
     print(f"done: {result['run_dir']} ({result['n_gaussians']} Gaussians, {result['skipped_steps']} skipped steps)")
     if "janus" in result:  # the synthetic world's end-of-run report
         j = result["janus"]
@@ -47,22 +94,36 @@ def cmd_train(argv: list[str]) -> None:
 
 @dataclass
 class JanusArgs:
-    """Janus metric of a synthetic-world result; writes janus.json next to the PLY."""
+    """Janus metric of a synthetic-world result: which way each of 24 views of the PLY faces, matched
+    against the synthetic world's procedural head (facing +x, seen from the synthetic orbit). It means
+    nothing for other objects. Writes RUN/janus.json for a run folder (or its splats.ply), and
+    NAME.janus.json beside any other PLY, unless --output says where."""
 
     path: tyro.conf.Positional[Path]
     """Run folder or PLY file."""
+    output: Path | None = None
+    """Where to write the report (default: see above)."""
+
+
+def janus_output(ply: Path) -> Path:
+    return ply.with_name("janus.json") if ply.name == "splats.ply" else ply.with_suffix(".janus.json")
 
 
 def cmd_janus(argv: list[str]) -> None:
     import json
 
-    from .io.atomic import write_json
+    from .io.atomic import check_output_file, write_json
     from .io.ply import load_splats, resolve_ply
     from .synthetic.janus import janus_report
 
-    args = tyro.cli(JanusArgs, args=argv, prog="esd-gs janus")
+    args = parse(JanusArgs, argv, "esd-gs janus")
+    output = check_output_file(args.output or janus_output(resolve_ply(args.path)))
     report = janus_report(load_splats(args.path, "cpu"))
-    write_json(resolve_ply(args.path).parent / "janus.json", report)
+    if not report["looks_like_head"]:
+        print(f"esd-gs janus: warning: these renders do not resemble the synthetic head (match distance "
+              f"{report['match_rms']:.3f} vs {report['match_rms_limit']:.3f} or less for heads); the metric "
+              "assumes a synthetic-world result", file=sys.stderr)
+    write_json(output, report)
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, list)}))
 
 
@@ -89,15 +150,20 @@ class RenderArgs:
 
 
 def cmd_render(argv: list[str]) -> None:
+    from .io.atomic import check_output_file
     from .io.media import save_png, save_video
     from .io.ply import load_splats, resolve_ply
     from .render.turntable import depth_to_rgb, render_turntable
 
-    args = tyro.cli(RenderArgs, args=argv, prog="esd-gs render")
+    args = parse(RenderArgs, argv, "esd-gs render")
     if args.frames <= 0 or args.resolution < 8:
         raise UserError(f"--frames must be positive and --resolution >= 8 (got {args.frames}, {args.resolution})")
-    splats = load_splats(args.path, args.device)
     out = args.output or resolve_ply(args.path).parent / f"turntable_render.{args.format}"
+    if args.format == "png" and out.exists() and not out.is_dir():
+        raise UserError(f"--format png writes a folder of frames, but {out} is a file")
+    if args.format != "png":
+        check_output_file(out)
+    splats = load_splats(args.path, args.device)
     rgb, depth, alpha = render_turntable(splats, args.frames, args.resolution, args.elevation_deg, args.radius,
                                          args.fovy_deg, args.background, args.backend)
     videos = [(out, rgb)]
@@ -132,17 +198,21 @@ def cmd_view(argv: list[str]) -> None:
     from .io.ply import load_splats
     from .viewer import Viewer
 
-    args = tyro.cli(ViewArgs, args=argv, prog="esd-gs view")
+    args = parse(ViewArgs, argv, "esd-gs view")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must lie in 0..65535 (got {args.port}; 0 picks a free one)")
     splats = load_splats(args.path, args.device)
     try:
         viewer = Viewer(splats, args.host, args.port, args.max_resolution, args.backend)
     except OSError as e:
         raise UserError(f"cannot serve on {args.host}:{args.port}: {e.strerror} (try --port)")
-    print(f"viewer on http://{'localhost' if args.host in ('0.0.0.0', '127.0.0.1') else args.host}:{viewer.port}"
-          " (Ctrl-C to stop)", flush=True)
     try:
+        print(f"viewer on http://{'localhost' if args.host in ('0.0.0.0', '127.0.0.1') else args.host}:{viewer.port}"
+              " (Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("viewer stopped", file=sys.stderr)
     finally:
         viewer.stop()
 
@@ -172,13 +242,16 @@ def cmd_export(argv: list[str]) -> None:
     from gsplat import export_splats
 
     from .gaussians import truncate_sh
-    from .io.atomic import atomic_path
+    from .io.atomic import atomic_path, check_output_file
     from .io.ply import load_splats, write_ply
     from .mesh import splats_to_mesh, write_mesh
 
-    args = tyro.cli(ExportArgs, args=argv, prog="esd-gs export")
+    args = parse(ExportArgs, argv, "esd-gs export")
     if not (args.mesh or args.splat or args.ply):
         raise UserError("nothing to export: pass --mesh OUT.ply|.obj|.glb, --splat OUT.splat or --ply OUT.ply")
+    for target in (args.mesh, args.splat, args.ply):
+        if target:
+            check_output_file(target)
     splats = load_splats(args.path, args.device)
     if args.splat or args.ply:
         kept = truncate_sh(splats, args.sh_degree)
@@ -205,12 +278,18 @@ def cmd_bench(argv: list[str]) -> None:
     if not argv or argv[0] not in kinds:
         raise UserError("usage: esd-gs bench {raster,step} [--json] ... (see esd-gs bench raster --help)")
     Args, run = kinds[argv[0]]
-    args = tyro.cli(Args, args=argv[1:], prog=f"esd-gs bench {argv[0]}")
+    args = parse(Args, argv[1:], f"esd-gs bench {argv[0]}")
     print_result(run(args), args.json)
 
 
-COMMANDS = {"train": cmd_train, "janus": cmd_janus, "render": cmd_render, "view": cmd_view, "export": cmd_export,
-            "bench": cmd_bench}
+def cmd_batch(argv: list[str]) -> None:
+    from .batch import cmd_batch as run
+
+    run(argv)
+
+
+COMMANDS = {"train": cmd_train, "batch": cmd_batch, "janus": cmd_janus, "render": cmd_render, "view": cmd_view,
+            "export": cmd_export, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -224,10 +303,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         COMMANDS[argv[0]](argv[1:])
     except UserError as e:
-        print(f"esd-gs: error: {e}", file=sys.stderr)
+        print(f"esd-gs: {e.label}{e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except OSError as e:  # a file-system failure not met on a checked path
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"esd-gs: error: {e.strerror or e}{where}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
-        print("esd-gs: interrupted (the last checkpoint is kept; continue with --resume)", file=sys.stderr)
+        print(f"esd-gs: {argv[0]} interrupted", file=sys.stderr)
         sys.exit(130)
 
 

@@ -40,7 +40,9 @@ class LogConfig:
     preview_every: int = 100
     """Write a preview grid PNG every N steps (0: never)."""
     checkpoint_every: int = 200
-    """Write a checkpoint every N steps (and always at the end)."""
+    """Write a checkpoint every N steps (and always at the end, and on Ctrl-C)."""
+    checkpoint_minutes: float = 5.0
+    """Also write one when this many minutes passed since the last (0: never by time)."""
     turntable_frames: int = 36
     turntable_resolution: int = 128
     progress: bool = True
@@ -160,6 +162,11 @@ def validate(cfg: TrainConfig) -> None:
     """Refuses values that cannot work, before anything is written."""
     if not cfg.prompt.strip():
         raise UserError("the prompt is empty; pass --prompt \"what to make\"")
+    if cfg.run_name is not None and (not cfg.run_name.strip() or Path(cfg.run_name).name != cfg.run_name
+                                     or cfg.run_name in (".", "..")):
+        raise UserError(f"--run-name must be a plain folder name, without '/' or '..' (got {cfg.run_name!r})")
+    if cfg.init_ply is None and cfg.gaussians.num_points <= 0:
+        raise UserError(f"gaussians.num_points must be positive (got {cfg.gaussians.num_points})")
     if cfg.steps <= 0:
         raise UserError(f"--steps must be positive (got {cfg.steps})")
     if not 0.0 <= cfg.lam <= 1.0:
@@ -178,13 +185,41 @@ def validate(cfg: TrainConfig) -> None:
                         "orbit (synthetic.radius, synthetic.fovy-deg, synthetic.elevation-deg)")
     if cfg.densify.refine_scale2d_stop_iter > 0:
         raise UserError("densify.refine_scale2d_stop_iter is not supported (it would bypass densify.max_gaussians)")
-    lrs = {f.name: getattr(cfg.gaussians, f.name) for f in dataclasses.fields(cfg.gaussians) if f.name.startswith("lr_")}
+    lrs = {f.name: getattr(cfg.gaussians, f.name) for f in dataclasses.fields(cfg.gaussians)
+           if f.name.startswith("lr_") and isinstance(getattr(cfg.gaussians, f.name), float)}
     lrs["variational.lr"] = cfg.variational.lr
     for name, lr in lrs.items():
         if lr < 0:
             raise UserError(f"learning rate {name} must not be negative (got {lr})")
+    if cfg.gaussians.lr_means_final is not None and cfg.gaussians.lr_means_final <= 0:
+        raise UserError(f"gaussians.lr_means_final must be positive (got {cfg.gaussians.lr_means_final})")
     if not 0 <= cfg.gaussians.sh_degree <= 3:
         raise UserError(f"gaussians.sh_degree must be 0..3 (got {cfg.gaussians.sh_degree})")
     lo, hi = cfg.prior.t_min, cfg.prior.t_max
     if not 0 <= lo < hi <= 1 or not lo < cfg.prior.t_max_final <= 1:
         raise UserError(f"prior timesteps need 0 <= t_min < t_max_final, t_max <= 1 (got {lo}, {hi})")
+
+
+# what may differ when a run is resumed: its length, where things are, how it is logged
+RESUMABLE = ("steps", "resume", "overwrite", "preset", "output_dir", "run_name", "device", "model_path",
+             "render.backend", "log.")
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def config_changes(saved: dict, cfg: TrainConfig) -> dict[str, tuple]:
+    """{key: (saved value, new value)} for every setting that differs from a run's saved config.yaml."""
+    old, new = flatten(saved), flatten(to_dict(cfg))
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+
+
+def resumable(key: str) -> bool:
+    return any(key == r or (r.endswith(".") and key.startswith(r)) for r in RESUMABLE)

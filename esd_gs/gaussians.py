@@ -41,6 +41,11 @@ class GaussianConfig:
     """Spherical-harmonics degree 0..3 (text-to-3D usually keeps 0: view-dependent colour hides Janus)."""
     scene_scale: float = 1.0
     lr_means: float = 1.6e-4
+    lr_means_final: float | None = None
+    """Means learning rate decays exponentially from lr_means to this (None: constant), as threestudio-3dgs
+    (1e-3 -> 2e-5) and gsplat's simple_trainer do."""
+    lr_means_decay_steps: int = 1000
+    """Steps over which the means learning rate reaches lr_means_final (it stays there after)."""
     lr_scales: float = 5e-3
     lr_quats: float = 1e-3
     lr_opacities: float = 5e-2
@@ -73,19 +78,32 @@ def init_sphere(cfg: GaussianConfig, generator: torch.Generator, device="cpu") -
     return splats_from_tensors(tensors, device)
 
 
-def make_optimizers(splats: torch.nn.ParameterDict, cfg: GaussianConfig) -> dict[str, torch.optim.Adam]:
-    lrs = {
-        "means": cfg.lr_means * cfg.scene_scale,
+def learning_rates(cfg: GaussianConfig, step: int = 0) -> dict[str, float]:
+    """Each parameter's learning rate at `step` (only the means' changes, when lr_means_final is set)."""
+    return {
+        "means": cfg.lr_means * cfg.scene_scale * means_lr_factor(step, cfg),
         "scales": cfg.lr_scales,
         "quats": cfg.lr_quats,
         "opacities": cfg.lr_opacities,
         "sh0": cfg.lr_sh0,
         "shN": cfg.lr_shN,
     }
+
+
+def make_optimizers(splats: torch.nn.ParameterDict, cfg: GaussianConfig) -> dict[str, torch.optim.Adam]:
+    lrs = learning_rates(cfg)
     return {
         k: torch.optim.Adam([{"params": splats[k], "lr": lrs[k], "name": k}], eps=1e-15)
         for k in splats.keys()
     }
+
+
+def means_lr_factor(step: int, cfg: GaussianConfig) -> float:
+    """Multiplier of lr_means at `step` (exponential decay, then flat)."""
+    if cfg.lr_means_final is None:
+        return 1.0
+    progress = min(step, cfg.lr_means_decay_steps) / max(1, cfg.lr_means_decay_steps)
+    return (cfg.lr_means_final / cfg.lr_means) ** progress
 
 
 def activated(splats: torch.nn.ParameterDict | dict[str, Tensor]) -> dict[str, Tensor]:

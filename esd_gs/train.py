@@ -6,8 +6,13 @@ in every checkpoint, so 10 steps + --resume 10 steps equals 20 steps straight on
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import shutil
+import signal
+import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -17,12 +22,12 @@ import yaml
 from tqdm import tqdm
 
 from .cameras import VIEW_ELEVATION_DEG, Cameras, make_cameras
-from .config import TrainConfig, to_dict, validate
+from .config import TrainConfig, config_changes, resumable, to_dict, validate
 from .device import pick_device
-from .errors import UserError
-from .gaussians import init_sphere, make_optimizers, splats_from_tensors
-from .io.atomic import write_text
-from .io.checkpoint import latest_checkpoint, save_checkpoint
+from .errors import Interrupted, UserError
+from .gaussians import init_sphere, learning_rates, make_optimizers, splats_from_tensors
+from .io.atomic import check_output_dir, clean_stale_temps, write_text
+from .io.checkpoint import checkpoint_paths, latest_checkpoint, save_checkpoint, step_of
 from .io.media import grid, save_png, save_video
 from .io.ply import read_ply, write_ply
 from .render import render, render_frames
@@ -30,6 +35,9 @@ from .render.turntable import render_turntable
 from .worlds import World, make_world
 
 MAX_NONFINITE_STREAK = 5
+OUTPUT_FILES = ("config.yaml", "metrics.jsonl", "resumes.jsonl", "splats.ply", "turntable.gif", "turntable.mp4",
+                "janus.json")
+OUTPUT_FOLDERS = ("checkpoints", "previews")
 
 
 def default_run_name(cfg: TrainConfig) -> str:
@@ -38,11 +46,19 @@ def default_run_name(cfg: TrainConfig) -> str:
     return f"{slug}-{tag}-s{cfg.seed}"
 
 
+def unfinished_step(run_dir: Path) -> int | None:
+    """The newest checkpoint's step of a run that has no splats.ply yet (None: finished or never started)."""
+    paths = checkpoint_paths(run_dir / "checkpoints")
+    if not paths or (run_dir / "splats.ply").exists():
+        return None
+    return step_of(paths[-1])
+
+
 def choose_run_dir(cfg: TrainConfig) -> Path:
     """resume: the existing folder; otherwise a new folder (suffix -1, -2, ...) unless --overwrite."""
     base = Path(cfg.output_dir) / (cfg.run_name or default_run_name(cfg))
     if cfg.resume:
-        if not (base / "checkpoints").is_dir():
+        if not checkpoint_paths(base / "checkpoints"):
             raise UserError(f"--resume: no checkpoints in {base}; pass the run's --output-dir/--run-name")
         return base
     if cfg.overwrite or not base.exists():
@@ -50,16 +66,56 @@ def choose_run_dir(cfg: TrainConfig) -> Path:
     i = 1
     while base.with_name(f"{base.name}-{i}").exists():
         i += 1
-    return base.with_name(f"{base.name}-{i}")
+    chosen = base.with_name(f"{base.name}-{i}")
+    step = unfinished_step(base)
+    if step is not None:
+        print(f"note: {base} is an unfinished run (checkpoint at step {step}); this run writes to {chosen.name} "
+              "(to continue that one, add --resume; to replace it, --overwrite)", file=sys.stderr)
+    return chosen
+
+
+def clear_run_outputs(run_dir: Path) -> None:
+    """--overwrite: removes the outputs of the run that was there (and nothing else in the folder)."""
+    for name in OUTPUT_FOLDERS:
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for name in OUTPUT_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def saved_config(run_dir: Path) -> dict:
+    try:
+        return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"--resume: cannot read {run_dir / 'config.yaml'} ({e})") from None
+
+
+def check_resume(cfg: TrainConfig, run_dir: Path) -> dict:
+    """Refuses a resume whose settings differ from the run's in anything but RESUMABLE keys; returns the
+    allowed changes (recorded in resumes.jsonl)."""
+    saved = saved_config(run_dir)
+    if cfg.prior.anneal_step is None:  # the run's schedule was fixed when it started
+        cfg.prior.anneal_step = (saved.get("prior") or {}).get("anneal_step")
+    changes = config_changes(saved, cfg)
+    refused = {k: v for k, v in changes.items() if not resumable(k)}
+    if refused:
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(refused.items())[:4])
+        more = f" and {len(refused) - 4} more" if len(refused) > 4 else ""
+        raise UserError(f"--resume would change how {run_dir.name} is trained ({listed}{more}); only steps, "
+                        "log.* and file locations may change: drop those flags, or start a new run")
+    return changes
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, world: World | None = None):
         """world: a ready-made one (benchmarks); default: the configured world."""
+        cfg = copy.deepcopy(cfg)
         validate(cfg)
         self.cfg = cfg
         self.device = pick_device(cfg.device)
-        self.run_dir = choose_run_dir(cfg)
+        self.run_dir = check_output_dir(choose_run_dir(cfg))
+        resume_changes = check_resume(cfg, self.run_dir) if cfg.resume else {}
+        if cfg.prior.anneal_step is None:
+            cfg.prior.anneal_step = round(0.2 * cfg.steps)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         # every input (PLY, weights) is read before anything is written
@@ -70,19 +126,29 @@ class Trainer:
         self.world = world or make_world(cfg, self.device)
         self.objective = self.world.objective()
         self.timer = self.objective.timer
+        if cfg.overwrite and not cfg.resume:
+            clear_run_outputs(self.run_dir)
         try:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create the run folder {self.run_dir}: {e.strerror}")
+        for folder in (self.run_dir, self.run_dir / "checkpoints", self.run_dir / "previews"):
+            clean_stale_temps(folder)
         self.optimizers = make_optimizers(self.splats, cfg.gaussians)
         self.densifier = cfg.densify if cfg.densify.enabled else None
         self.strategy_state = self.densifier.initialize_state(cfg.gaussians.scene_scale) if self.densifier else {}
         self.step = 0
         self.skipped_steps = 0
         self.nonfinite_streak = 0
+        self.lr_scale = 1.0  # halved by each rollback after non-finite steps
         if cfg.resume:
             self._load(latest_checkpoint(self.run_dir / "checkpoints"))
+            if resume_changes:
+                record = {"step": self.step, "changes": {k: list(v) for k, v in resume_changes.items()}}
+                with open(self.run_dir / "resumes.jsonl", "a") as f:
+                    f.write(json.dumps(record, default=str) + "\n")
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self._last_checkpoint_time = time.monotonic()
 
     # -- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
@@ -94,6 +160,7 @@ class Trainer:
             "objective": self.objective.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "cameras": self.generator.get_state()},
             "skipped_steps": self.skipped_steps,
+            "lr_scale": self.lr_scale,
         }
 
     def _load(self, ckpt: dict | None) -> None:
@@ -110,9 +177,19 @@ class Trainer:
         self.generator.set_state(ckpt["rng"]["cameras"])
         self.step = ckpt["step"]
         self.skipped_steps = ckpt.get("skipped_steps", 0)
+        self.lr_scale = ckpt.get("lr_scale", 1.0)
 
     def save_checkpoint(self) -> None:
         save_checkpoint(self.run_dir / "checkpoints", self.step, self.state())
+        self._last_checkpoint_time = time.monotonic()
+
+    def checkpoint_due(self) -> bool:
+        log = self.cfg.log
+        if self.step >= self.cfg.steps:
+            return False  # finish() saves the last one
+        by_step = log.checkpoint_every and self.step % log.checkpoint_every == 0
+        by_time = log.checkpoint_minutes and time.monotonic() - self._last_checkpoint_time > 60 * log.checkpoint_minutes
+        return bool(by_step or by_time)
 
     # -- one step ----------------------------------------------------------------------------
     def train_step(self) -> dict:
@@ -130,7 +207,9 @@ class Trainer:
                                                         if p.grad is not None)
         if finite:
             with timer("optimizer"):
-                for opt in self.optimizers.values():
+                lrs = learning_rates(self.cfg.gaussians, step)
+                for k, opt in self.optimizers.items():
+                    opt.param_groups[0]["lr"] = lrs[k] * self.lr_scale
                     opt.step()
             if self.densifier:
                 with timer("densify"):
@@ -155,12 +234,9 @@ class Trainer:
         ckpt = latest_checkpoint(self.run_dir / "checkpoints")
         if ckpt is None:
             raise RuntimeError("training diverged (non-finite loss or gradients) before the first checkpoint")
-        step, skipped = self.step, self.skipped_steps
+        step, skipped, scale = self.step, self.skipped_steps, self.lr_scale
         self._load(ckpt)
-        self.step, self.skipped_steps, self.nonfinite_streak = step, skipped, 0
-        for opt in self.optimizers.values():
-            for group in opt.param_groups:
-                group["lr"] *= 0.5
+        self.step, self.skipped_steps, self.nonfinite_streak, self.lr_scale = step, skipped, 0, scale * 0.5
         warnings.warn(f"step {step}: {MAX_NONFINITE_STREAK} non-finite steps in a row; rolled back to the "
                       f"checkpoint of step {ckpt['step']} and halved the learning rates")
 
@@ -204,22 +280,45 @@ class Trainer:
         return path
 
     def train(self) -> dict:
+        """Runs to cfg.steps and writes the outputs. Ctrl-C stops at the end of the current step with a
+        checkpoint (raises Interrupted); a second Ctrl-C stops at once, keeping the newest checkpoint."""
         cfg = self.cfg
         metrics_path = self._trim_metrics()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.log.progress, desc=self.run_dir.name,
                    unit="step", dynamic_ncols=True)
-        with open(metrics_path, "a") as metrics:
-            while self.step < cfg.steps:
-                t0 = time.perf_counter()
-                logs = self.train_step()
-                logs["it_s"] = 1.0 / max(time.perf_counter() - t0, 1e-9)
-                metrics.write(json.dumps(logs) + "\n")
-                metrics.flush()
-                bar.set_postfix(loss=f"{logs['loss']:.4g}", gaussians=logs["n_gaussians"], refresh=False)
-                bar.update(1)
-                if cfg.log.preview_every and self.step % cfg.log.preview_every == 0:
-                    self.save_preview()
-                if cfg.log.checkpoint_every and self.step % cfg.log.checkpoint_every == 0 and self.step < cfg.steps:
-                    self.save_checkpoint()
-        bar.close()
+        stop = threading.Event()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            def request_stop(signum, frame):
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                stop.set()
+            previous = signal.signal(signal.SIGINT, request_stop)
+        try:
+            with open(metrics_path, "a") as metrics:
+                while self.step < cfg.steps and not stop.is_set():
+                    t0 = time.perf_counter()
+                    logs = self.train_step()
+                    logs["it_s"] = 1.0 / max(time.perf_counter() - t0, 1e-9)
+                    metrics.write(json.dumps(logs) + "\n")
+                    metrics.flush()
+                    bar.set_postfix(loss=f"{logs['loss']:.4g}", gaussians=logs["n_gaussians"], refresh=False)
+                    bar.update(1)
+                    if cfg.log.preview_every and self.step % cfg.log.preview_every == 0:
+                        self.save_preview()
+                    if self.checkpoint_due():
+                        self.save_checkpoint()
+            if stop.is_set() and self.step < cfg.steps:
+                self.save_checkpoint()
+                raise Interrupted(f"stopped at step {self.step} of {cfg.steps}; saved a checkpoint in "
+                                  f"{self.run_dir / 'checkpoints'}: continue with --resume")
+        except KeyboardInterrupt:
+            paths = checkpoint_paths(self.run_dir / "checkpoints")
+            kept = f"the checkpoint of step {step_of(paths[-1])} is kept: continue with --resume" \
+                if paths else "no checkpoint was written yet"
+            raise Interrupted(f"interrupted at step {self.step} of {cfg.steps}; {kept}") from None
+        finally:
+            bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         return self.finish()

@@ -18,8 +18,9 @@ def prior(tiny_sd):
     return StableDiffusionPrior.load(str(tiny_sd), "a corgi", "")
 
 
-def attach(prior, rank=4, lr=1e-3):
-    return UNetVariational(prior.unet, prior.cond[None], prior.scheduler, VariationalConfig(lora_rank=rank, lr=lr))
+def attach(prior, rank=4, lr=1e-3, camera_map=True):
+    return UNetVariational(prior.unet, prior.cond[None], prior.scheduler,
+                           VariationalConfig(lora_rank=rank, lr=lr, camera_map=camera_map))
 
 
 def inputs(prior, B=2):
@@ -38,12 +39,32 @@ def test_prior_loads_through_from_pretrained(prior):
 
 
 def test_prior_is_bit_identical_with_variational_attached(prior):
-    latents, noise, t, _ = inputs(prior)
+    latents, noise, t, cam16 = inputs(prior)
     x_t = prior.scheduler.add_noise(latents, noise, t)
     before = prior.guided_eps(x_t, t, ["front", "back"], 7.5)
-    attach(prior)
+    var = attach(prior)
+    with torch.no_grad():  # make the camera embedding and map non-trivial, as after training
+        for p in list(var.unet.class_embedding.parameters()) + list(var.unet.conv_in.mlp.parameters()):
+            p.add_(0.1 * torch.randn_like(p))
+    assert not torch.equal(var.camera_eps(x_t, t, cam16), var.camera_eps(x_t, t, None))
     after = prior.guided_eps(x_t, t, ["front", "back"], 7.5)
     assert torch.equal(before, after)
+
+
+def test_camera_map_starts_at_zero_and_trains(prior):
+    """The spatial camera input leaves the base network unchanged until it has learned something."""
+    latents, noise, t, cam16 = inputs(prior)
+    x_t = prior.scheduler.add_noise(latents, noise, t)
+    plain = attach(prior, camera_map=False)
+    before, embedding = plain.camera_eps(x_t, t, cam16), plain.unet.class_embedding.state_dict()
+    var = UNetVariational(plain.unet, prior.cond[None], prior.scheduler,
+                          VariationalConfig(lora_rank=0, camera_map=True, camera_map_grid=4))
+    var.unet.class_embedding.load_state_dict(embedding)
+    assert torch.equal(var.camera_eps(x_t, t, cam16), before)
+    last = var.unet.conv_in.mlp[-1].weight
+    assert last.shape[0] == var.unet.conv_in.conv_in.out_channels * 4 * 4 and not last.any()
+    var.update(latents, cam16, snapshot=None)
+    assert last.abs().sum() > 0 and not torch.equal(var.camera_eps(x_t, t, cam16), before)
 
 
 @pytest.mark.parametrize("rule,lam", [("sds", 0.0), ("vsd", 0.0), ("esd", 0.0), ("esd", 0.5), ("esd", 1.0)])
@@ -160,3 +181,60 @@ def test_gaussian_example_collapse_and_recovery(method, lam):
         assert r["cov_rel_err"] < 0.05, r["cov_rel_err"]
     else:
         assert r["cov_norm_ratio"] < 0.05, r["cov_norm_ratio"]
+
+
+def test_separate_v_prediction_base_trains_its_lora_against_v(tiny_sd, tmp_path):
+    from esd_gs.config import TrainConfig
+    from esd_gs.worlds.stable_diffusion import StableDiffusionWorld
+    from tiny_sd import build_tiny_sd
+
+    v_model = build_tiny_sd(tmp_path / "v", prediction_type="v_prediction")
+    cfg = TrainConfig(prompt="a corgi", model_path=str(tiny_sd), guidance="vsd")
+    cfg.variational.base_model, cfg.variational.lora_rank = str(v_model), 4
+    objective = StableDiffusionWorld(cfg, torch.device("cpu")).objective()
+    var = objective.variational
+    assert objective.prior.scheduler.config.prediction_type == "epsilon"
+    assert var.scheduler.config.prediction_type == "v_prediction" and var.unet is not objective.prior.unet
+    latents, _, _, cam16 = inputs(objective.prior)
+    # the loss of one step, by hand: the same draws, target v = sqrt(ab) eps - sqrt(1 - ab) x0
+    torch.manual_seed(3)
+    t = torch.randint(0, 1000, (2,))
+    noise = torch.randn_like(latents)
+    drop = torch.rand(()) < cfg.variational.camera_dropout
+    x_t = var.scheduler.add_noise(latents, noise, t)
+    with torch.no_grad():
+        pred = var.unet(x_t, t, encoder_hidden_states=var.text.expand(2, -1, -1),
+                        class_labels=var.unet.class_embedding.labels(None if drop else cam16, 2)).sample
+    ab = var.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    expected = torch.nn.functional.mse_loss(pred, ab.sqrt() * noise - (1 - ab).sqrt() * latents).item()
+    # and its noise prediction is the v output converted: eps = sqrt(ab) v + sqrt(1 - ab) x_t
+    if not drop:
+        assert torch.allclose(var.camera_eps(x_t, t, cam16), ab.sqrt() * pred + (1 - ab).sqrt() * x_t, atol=1e-5)
+    torch.manual_seed(3)
+    assert var.denoising_step(latents, cam16) == pytest.approx(expected, rel=1e-5)
+
+
+def test_half_precision_prior_gives_float32_latents_and_noise(tiny_sd):
+    prior = StableDiffusionPrior.load(str(tiny_sd), "a corgi", "", dtype=torch.bfloat16)
+    latents = prior.encode(torch.rand(2, 16, 16, 3))
+    assert latents.dtype == torch.float32
+    t = torch.tensor([20, 900])
+    eps = prior.guided_eps(prior.scheduler.add_noise(latents, torch.randn_like(latents), t), t, None, 7.5)
+    assert eps.dtype == torch.float32 and torch.isfinite(eps).all()
+
+
+def test_densification_never_exceeds_the_cap_and_logs_its_gradients(tiny_sd, tmp_path):
+    from esd_gs.config import load_preset
+    from esd_gs.train import Trainer
+
+    cfg = load_preset("sd21-esd")
+    cfg.model_path, cfg.output_dir, cfg.run_name, cfg.steps = str(tiny_sd), tmp_path, "cap", 40
+    cfg.render.resolution, cfg.gaussians.num_points = 32, 400
+    cfg.densify.refine_start_iter, cfg.densify.refine_every, cfg.densify.grow_grad2d = 5, 5, 1e-6
+    cfg.densify.max_gaussians = 450
+    cfg.log.turntable_frames, cfg.log.turntable_resolution, cfg.log.progress = 2, 32, False
+    Trainer(cfg).train()
+    logs = [json.loads(line) for line in (tmp_path / "cap" / "metrics.jsonl").read_text().splitlines()]
+    refines = [m for m in logs if "grad2d_q50" in m]
+    assert len(refines) >= 5 and max(m["n_gaussians"] for m in logs) == 450
+    assert all(m["grad2d_q50"] <= m["grad2d_q90"] <= m["grad2d_q99"] for m in refines)

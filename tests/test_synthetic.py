@@ -58,6 +58,10 @@ def test_janus_metric_on_known_objects():
     assert not turned["janus"] and abs(turned["front_share"] - 0.25) < 0.05 and turned["view_error_deg"] < 10
     two = janus_report(head_splats(two_faced=True), cfg)
     assert two["janus"] and two["face_count"] >= 2
+    # the paper's metrics with an exact view classifier: the truth has the most variety and confidence
+    assert abs(truth["iv"] - truth["true_view_variety"]) < 0.02 and two["iv"] < truth["iv"] - 0.3
+    assert two["iq"] > truth["iq"] + 0.3
+    assert truth["looks_like_head"] and two["looks_like_head"]
 
 
 def test_densifier_really_resets_opacity():

@@ -152,3 +152,42 @@ def test_bench_commands_print_json():
     full = json.loads(r.stdout)
     assert full["tflop_per_step"] > 0 and full["floor_ratio"] > 1 and full["resolution"] == 64
     assert_clean_error(cli("bench", "nope"), "usage: esd-gs bench")
+
+
+def test_gpu_check_dry_run_writes_the_report(tmp_path, repo):
+    """The device check's CPU side: its harness runs and reports every section as run or skipped."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run(["bash", str(repo / "benchmarks" / "gpu" / "check.sh"), "--dry-run"], capture_output=True,
+                       text=True, env={**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "gpu_report.json").read_text())
+    statuses = {name: s["status"] for name, s in report["sections"].items()}
+    assert statuses["environment"] == "run" and set(statuses.values()) <= {"run", "skipped"}, statuses
+    assert len(statuses) == 6 and (tmp_path / "gpu_check.log").exists()
+
+
+def test_gpu_wheel_list_resolves(tmp_path, repo):
+    """Every wheel the GPU machine needs exists for its Python 3.12 (asks PyPI; skipped offline)."""
+    import socket
+    import subprocess
+    import sys
+
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+    except OSError:
+        pytest.skip("PyPI is not reachable from here")
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps", "--ignore-installed",
+                        "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
+                        "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+                        "--target", str(tmp_path / "t"), "--report", str(tmp_path / "report.json"),
+                        "-r", str(repo / "benchmarks" / "gpu" / "wheels.txt")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = {i["metadata"]["name"].lower().replace("_", "-")
+             for i in json.loads((tmp_path / "report.json").read_text())["install"]}
+    wanted = {line.split("==")[0].lower().replace("_", "-") for line in
+              (repo / "benchmarks" / "gpu" / "wheels.txt").read_text().splitlines() if line and not line.startswith("#")}
+    assert names == wanted

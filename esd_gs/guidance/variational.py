@@ -16,6 +16,7 @@ would not do. `lora_rank` > 0 trains a peft LoRA adapter on a (shared or separat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -56,18 +57,45 @@ class VariationalConfig:
     lr: float = 1e-4
     camera_dropout: float = 0.1
     """Probability that a whole training batch gets the all-zero camera (teaches the camera-free score)."""
+    train_steps: int = 1
+    """Denoising steps of the variational network per distillation step (fresh t and noise each)."""
+    camera_lr_scale: float = 1.0
+    """Learning rate of the camera embedding relative to `lr`."""
+    camera_frequencies: int = 0
+    """Fourier features of the camera (sin/cos of 2^k pi c2w, k < this) besides the raw 16 numbers."""
+    camera_map: bool = False
+    """Also give the camera to the UNet as a spatial input: a learned feature map of the camera (an MLP's
+    low-resolution grid, upsampled) added to conv_in's output, zero at the start. A class embedding only
+    shifts whole channels, which cannot paint a view; this can."""
+    camera_map_grid: int = 0
+    """Side of the camera map's grid before upsampling (0: a quarter of the UNet's sample size)."""
 
 
 class CameraEmbedding(nn.Module):
-    """class_labels [B,17] = (c2w flattened [16], mask [1]) -> mask * MLP(c2w)."""
+    """class_labels [B,17] = (c2w flattened [16], mask [1]) -> mask * MLP(features(c2w)).
 
-    def __init__(self, out_dim: int):
+    It keeps the labels of the current UNet call for `CameraConvIn` (diffusers computes the class
+    embedding before conv_in)."""
+
+    def __init__(self, out_dim: int, frequencies: int = 0):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(16, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32),
+                             persistent=False)
+        self.in_dim = 16 * (1 + 2 * frequencies)
+        self.mlp = nn.Sequential(nn.Linear(self.in_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+        self.current: Tensor | None = None
+
+    def features(self, class_labels: Tensor) -> tuple[Tensor, Tensor]:
+        """(camera features [B,in_dim], mask [B,1]) in the MLP's dtype."""
+        dtype = self.mlp[0].weight.dtype
+        cam, mask = class_labels[:, :16].float(), class_labels[:, 16:]
+        angles = (cam[:, :, None] * self.freqs).flatten(1)
+        return torch.cat([cam, angles.sin(), angles.cos()], dim=-1).to(dtype), mask.to(dtype)
 
     def forward(self, class_labels: Tensor) -> Tensor:
-        cam, mask = class_labels[:, :16], class_labels[:, 16:]
-        return self.mlp(cam.to(self.mlp[0].weight.dtype)) * mask.to(self.mlp[0].weight.dtype)
+        self.current = class_labels
+        features, mask = self.features(class_labels)
+        return self.mlp(features) * mask
 
     def labels(self, cam16: Tensor | None, batch: int, prior_rows: bool = False) -> Tensor:
         """cam16 None means the all-zero camera; prior_rows gives mask 0 (no camera term at all)."""
@@ -75,6 +103,29 @@ class CameraEmbedding(nn.Module):
         cam = torch.zeros(batch, 16, device=device) if cam16 is None else cam16.to(device, torch.float32)
         mask = torch.full((batch, 1), 0.0 if prior_rows else 1.0, device=device)
         return torch.cat([cam, mask], dim=-1)
+
+
+class CameraConvIn(nn.Module):
+    """conv_in(x) + mask * upsample(MLP(camera) as a [C, g, g] grid): the camera as a spatial input.
+    The last layer starts at zero, so the network starts as its base."""
+
+    def __init__(self, conv_in: nn.Conv2d, embedding: CameraEmbedding, grid: int, hidden: int = 256):
+        super().__init__()
+        self.conv_in, self.embedding, self.grid = conv_in, [embedding], grid  # a list: not a submodule twice
+        channels = conv_in.out_channels
+        self.mlp = nn.Sequential(nn.Linear(embedding.in_dim, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, channels * grid * grid))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv_in(x)
+        labels = self.embedding[0].current
+        if labels is None or len(labels) != len(x):
+            return out
+        features, mask = self.embedding[0].features(labels)
+        grid = self.mlp(features).view(len(x), -1, self.grid, self.grid) * mask[:, :, None, None]
+        return out + F.interpolate(grid, size=out.shape[-2:], mode="bilinear", align_corners=False).to(out.dtype)
 
 
 class UNetVariational(nn.Module):
@@ -96,9 +147,16 @@ class UNetVariational(nn.Module):
             unet.requires_grad_(True)
             trainable = list(unet.parameters())
         time_dim = unet.time_embedding.linear_2.out_features
-        unet.class_embedding = CameraEmbedding(time_dim).to(unet.device)
-        self.trainable = trainable + list(unet.class_embedding.parameters())
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, betas=(0.9, 0.99))
+        unet.class_embedding = CameraEmbedding(time_dim, cfg.camera_frequencies).to(unet.device)
+        camera = list(unet.class_embedding.parameters())
+        if cfg.camera_map:
+            grid = cfg.camera_map_grid or max(4, unet.config.sample_size // 4)
+            unet.conv_in = CameraConvIn(unet.conv_in, unet.class_embedding, grid).to(unet.device)
+            camera += list(unet.conv_in.mlp.parameters())
+        self.trainable = trainable + camera
+        self.optimizer = torch.optim.AdamW([{"params": trainable}, {"params": camera,
+                                                                   "lr": cfg.lr * cfg.camera_lr_scale}],
+                                           lr=cfg.lr, betas=(0.9, 0.99))
 
     def _eps(self, x_t: Tensor, t: Tensor, class_labels: Tensor) -> Tensor:
         dtype = self.unet.dtype
@@ -126,8 +184,13 @@ class UNetVariational(nn.Module):
         return eps_free, eps_cam
 
     def update(self, latents: Tensor, cam16: Tensor, snapshot: Snapshot) -> dict[str, float]:
-        """One denoising step on the detached latents at uniform t (camera dropped with some probability)."""
+        """`train_steps` denoising steps on the detached latents; returns the mean loss."""
         latents = latents.detach().float()
+        loss = sum(self.denoising_step(latents, cam16) for _ in range(self.cfg.train_steps))
+        return {"variational_loss": loss / self.cfg.train_steps}
+
+    def denoising_step(self, latents: Tensor, cam16: Tensor) -> float:
+        """One step of the standard denoising loss at uniform t (camera dropped with some probability)."""
         B = len(latents)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (B,), device=latents.device)
         noise = torch.randn_like(latents)
@@ -140,7 +203,7 @@ class UNetVariational(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return {"variational_loss": loss.item()}
+        return loss.item()
 
     def trainable_state(self) -> dict:
         """Only what training changes: LoRA (or whole-UNet) weights, camera MLP, optimiser."""

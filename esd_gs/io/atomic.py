@@ -1,6 +1,9 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, rename into place.
 
-A crash or SIGKILL at any moment leaves either the old file or the new one, never half of one.
+A crash or SIGKILL at any moment leaves either the old file or the new one, never half of one; what a
+kill can leave is a hidden temporary file of our naming (`.NAME.XXXXXXXX.tmp...`), which
+`clean_stale_temps` removes when a run folder is opened again. Files get the usual permissions
+(0666 less the umask), not mkstemp's private 0600. File-system failures become one-line UserErrors.
 """
 
 from __future__ import annotations
@@ -8,24 +11,83 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
+
+from ..errors import UserError
+
+TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]*)?$")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()
+
+
+def write_error(path: Path, e: OSError) -> UserError:
+    return UserError(f"cannot write {path}: {e.strerror or type(e).__name__}")
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Refuses, before any work, a file path that is a folder, lies below a file, or whose folder takes
+    no new files (probed with a temporary file)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"cannot write {path}: {parent} is a file")
+    if parent == path.parent:
+        try:
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError as e:
+            raise write_error(path, e) from None
+    return path
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Refuses, before any work, a folder that cannot be created or written."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot create the run folder {path}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot {'write into' if existing == path else 'create'} the run folder {path}: "
+                        f"{existing} is not writable")
+    return path
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path next to `path`; on success it replaces `path` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    path = check_output_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise write_error(path, e) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
+        try:
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp_path, FILE_MODE)
+            os.replace(tmp_path, path)
+        except OSError as e:
+            raise write_error(path, e) from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -43,3 +105,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> int:
+    """Removes the temporary files an interrupted atomic write left in `folder`; returns how many."""
+    removed = 0
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.is_file() and TEMP_NAME.match(p.name):
+                p.unlink(missing_ok=True)
+                removed += 1
+    return removed

@@ -8,6 +8,7 @@ under a checkpoint name; `latest_checkpoint` still falls back to an older one if
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 2) -> P
     path = Path(directory) / f"step_{step:07d}.pt"
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-    for old in sorted(Path(directory).glob(PATTERN))[:-keep]:
+    for old in checkpoint_paths(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
@@ -34,11 +35,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise UserError(f"cannot load checkpoint {path}: {type(e).__name__}")
 
 
+def checkpoint_paths(directory: Path) -> list[Path]:
+    """Checkpoint files, oldest step first."""
+    return sorted(Path(directory).glob(PATTERN))
+
+
+def step_of(path: Path) -> int:
+    return int(Path(path).stem.split("_")[1])
+
+
 def latest_checkpoint(directory: Path) -> dict | None:
-    """The newest checkpoint that loads, or None when there is none."""
-    for path in sorted(Path(directory).glob(PATTERN), reverse=True):
+    """The newest checkpoint that loads (warning about any newer one that does not), or None."""
+    for path in reversed(checkpoint_paths(directory)):
         try:
             return load_checkpoint(path)
-        except UserError:
-            continue
+        except UserError as e:
+            warnings.warn(f"{e}; using an older checkpoint")
     return None

@@ -25,6 +25,7 @@ REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "
 _SIZES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
           "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
 _MAX_HEADER = 1 << 16
+_END_HEADER = re.compile(rb"^end_header[ \t]*\r?$", re.M)
 
 
 def write_ply(path: str | os.PathLike, splats) -> None:
@@ -55,9 +56,10 @@ def _check_header(path: Path) -> None:
         head = f.read(_MAX_HEADER)
     if not head.startswith(b"ply"):
         raise UserError(f"{path} is not a PLY file (it does not start with 'ply')")
-    end = head.find(b"end_header")
-    if end < 0:
+    match = _END_HEADER.search(head)  # a line of its own: a comment may mention end_header
+    if match is None:
         raise UserError(f"{path}: PLY header has no end_header (truncated or not a PLY file)")
+    end = match.start()
     header = head[:end].decode("ascii", errors="replace")
     body_start = head.index(b"\n", end) + 1 if b"\n" in head[end:] else size
     fmt = re.search(r"^format (\S+)", header, re.M)
@@ -93,12 +95,16 @@ def read_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Reads a 3DGS PLY into raw tensors (means, scales, quats, opacities, sh0 [N,1,3], shN [N,K,3])."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"PLY file not found: {path}")
+        raise UserError(f"PLY file not found: {path}" if not path.exists() else f"{path} is not a file")
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty")
-    _check_header(path)
     try:
+        _check_header(path)
         vertex = PlyData.read(str(path))["vertex"].data
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or type(e).__name__}") from None
+    except UserError:
+        raise
     except Exception as e:  # plyfile raises many types on malformed bodies
         raise UserError(f"{path}: cannot parse PLY ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
     names = vertex.dtype.names or ()
@@ -115,7 +121,12 @@ def read_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise UserError(f"{path} holds no Gaussians")
 
     def cols(fields):
-        return torch.from_numpy(np.stack([np.asarray(vertex[f], dtype=np.float32) for f in fields], axis=-1))
+        values = np.stack([np.asarray(vertex[f], dtype=np.float64) for f in fields], axis=-1)
+        if not np.isfinite(values).all():
+            raise UserError(f"{path}: contains NaN or Inf values (in {', '.join(fields)})")
+        if (np.abs(values) > np.finfo(np.float32).max).any():
+            raise UserError(f"{path}: values in {', '.join(fields)} lie outside the float32 range")
+        return torch.from_numpy(values.astype(np.float32))
 
     n = len(vertex)
     out = {
@@ -127,9 +138,6 @@ def read_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         "scales": cols(["scale_0", "scale_1", "scale_2"]),
         "quats": cols(["rot_0", "rot_1", "rot_2", "rot_3"]),
     }
-    bad = [k for k, v in out.items() if not torch.isfinite(v).all()]
-    if bad:
-        raise UserError(f"{path}: contains NaN or Inf values (in {', '.join(bad)})")
     if (out["quats"].norm(dim=-1) == 0).any():
         raise UserError(f"{path}: contains zero-length rotation quaternions")
     return out

@@ -34,6 +34,9 @@ class SyntheticConfig:
     camera_kernel_deg: float = 30.0
     """Width (std) of that camera kernel."""
     unet_channels: int = 32
+    unet_film: bool = False
+    """Learned network: the time + camera embedding scales and shifts each block's features (FiLM,
+    diffusers' resnet_time_scale_shift="scale_shift") instead of only shifting them."""
     data_seed: int = 1234
 
     def camera_config(self) -> CameraConfig:

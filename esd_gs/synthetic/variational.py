@@ -28,6 +28,7 @@ def small_unet(cfg: SyntheticConfig):
         block_out_channels=(c, 2 * c, 2 * c), norm_num_groups=8, cross_attention_dim=16, attention_head_dim=8,
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        resnet_time_scale_shift="scale_shift" if cfg.unet_film else "default",
     )
 
 

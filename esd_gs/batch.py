@@ -1,0 +1,381 @@
+"""`esd-gs batch`: many training runs (prompts x settings x seeds) as Ray tasks.
+
+A job is a set of `esd-gs train` settings; every job becomes one Ray task that calls the same training
+code as `esd-gs train` (cli.train_from_args) in its own run folder under the batch folder. The driver
+keeps `index.json` / `index.csv` (one row per job: its flags, status, time, final metrics, paths) and
+draws `contact_sheet.png` (a row of turntable frames per job). Rerunning the same command skips
+finished runs, resumes interrupted ones from their last checkpoint and reruns the rest; a lock file in
+each run folder keeps two workers off the same run. A job that fails is one line in the index; the
+others go on. Ctrl-C cancels what is running (each run keeps its last checkpoint).
+
+Jobs files: .txt (one prompt a line; '#' comments), .yaml (a list of mappings, or {jobs: [...]}) or .csv
+(a header of keys). Keys are train settings: prompt, preset, guidance, lam, seed, steps, run_name, any
+dotted key such as render.resolution, and `args` (a list of raw train flags).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+from .errors import Interrupted, UserError
+from .io.atomic import write_json, write_text
+
+INDEX_KEYS = ("index", "run_name", "status", "seconds", "error", "prompt", "args", "run_dir", "splats", "turntable",
+              "metrics")
+
+
+@dataclass
+class BatchArgs:
+    """Train every job of a jobs file on Ray (a local instance, or a cluster with --address). Train flags
+    after `--` apply to every job (a job's own values win)."""
+
+    jobs: tyro.conf.Positional[Path]
+    """A .txt (prompt a line), .yaml or .csv jobs file."""
+    preset: str | None = None
+    """Preset for every job that names none."""
+    steps: int | None = None
+    """Steps for every job that names none."""
+    seeds: str | None = None
+    """Cross every job with these seeds, e.g. 0,1,2."""
+    output_dir: Path | None = None
+    """The batch folder (default: outputs/<jobs file name>); one run folder per job inside."""
+    address: str | None = None
+    """Ray cluster to use (default: $RAY_ADDRESS, else a local instance started for this call)."""
+    num_cpus: int | None = None
+    """CPUs of the local instance (default: all)."""
+    cpus_per_job: float = 1.0
+    """CPUs a synthetic-world job asks for (its torch/numba threads)."""
+    gpus_per_job: float = 1.0
+    """GPUs a Stable Diffusion job asks for."""
+    contact_frames: int = 8
+    """Turntable frames per row of the contact sheet."""
+    progress: bool = True
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+def read_jobs(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise UserError(f"jobs file not found: {path}")
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or []
+        except yaml.YAMLError as e:
+            raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        data = data.get("jobs", []) if isinstance(data, dict) else data
+        if not isinstance(data, list) or not all(isinstance(j, dict) for j in data):
+            raise UserError(f"{path}: expected a list of jobs (mappings of train settings)")
+        jobs = data
+    elif suffix == ".csv":
+        jobs = [{k.strip(): v.strip() for k, v in row.items() if k and v not in (None, "")}
+                for row in csv.DictReader(text.splitlines())]
+    else:
+        jobs = [{"prompt": line.strip()} for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not jobs:
+        raise UserError(f"{path} holds no jobs")
+    return jobs
+
+
+def flatten_job(job: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in job.items():
+        if isinstance(value, dict):
+            out |= flatten_job(value, f"{prefix}{key}.")
+        else:
+            out[prefix + str(key)] = value
+    return out
+
+
+def _bool_keys() -> set[str]:
+    from .config import TrainConfig, flatten, to_dict
+
+    return {k for k, v in flatten(to_dict(TrainConfig())).items() if isinstance(v, bool)}
+
+
+def job_flags(job: dict) -> list[str]:
+    """A job's settings as `esd-gs train` flags (unknown keys pass through: train names them)."""
+    bools, flags = _bool_keys(), []
+    for key, value in flatten_job({k: v for k, v in job.items() if k != "args"}).items():
+        head, _, name = key.rpartition(".")
+        option = "--" + (head + "." if head else "") + name.replace("_", "-")
+        if key in bools:
+            on = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+            flags.append(option if on else "--" + (head + "." if head else "") + "no-" + name.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            flags += [option, *map(str, value)]
+        else:
+            flags += [option, str(value)]
+    extra = job.get("args", [])
+    return flags + (extra.split() if isinstance(extra, str) else [str(a) for a in extra])
+
+
+def expand_jobs(jobs: list[dict], args: BatchArgs) -> list[dict]:
+    """Shared defaults (--preset, --steps) under each job's own values; crossed with --seeds."""
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise UserError(f"--seeds takes integers separated by commas (got {args.seeds!r})") from None
+    shared = {k: v for k, v in (("preset", args.preset), ("steps", args.steps)) if v is not None}
+    out = []
+    for job in jobs:
+        for seed in seeds or [None]:
+            out.append({**shared, **job, **({"seed": seed} if seed is not None else {})})
+    return out
+
+
+# -- the task ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Holds run_dir/.lock exclusively: a second worker on the same run fails at once."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another worker is training {run_dir}") from None
+        yield
+
+
+def train_job(argv: list[str], run_dir: str, threads: int) -> dict:
+    """One job inside a Ray worker: the `esd-gs train` code path, with `threads` CPU threads."""
+    import numba
+    import torch
+
+    from .cli import train_from_args
+
+    torch.set_num_threads(threads)
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    with run_lock(Path(run_dir)):
+        return train_from_args(argv, quiet=True)
+
+
+# -- the driver ----------------------------------------------------------------------------------
+@dataclass
+class Job:
+    index: int
+    settings: dict
+    argv: list[str]
+    run_name: str = ""
+    run_dir: Path | None = None
+    gpu: bool = False
+    error: str | None = None
+
+
+def plan(jobs: list[dict], shared_flags: list[str], batch_dir: Path) -> list[Job]:
+    """Parses every job like `esd-gs train` would (bad flags fail here, in the index) and names its folder."""
+    from .cli import parse_train_args
+    from .config import validate
+    from .train import default_run_name
+
+    planned, names = [], set()
+    for i, settings in enumerate(jobs):
+        job = Job(i, settings, shared_flags + job_flags(settings))
+        try:
+            cfg = parse_train_args(job.argv)
+            validate(cfg)
+            name = cfg.run_name or default_run_name(cfg)
+            job.gpu = cfg.world == "stable-diffusion"
+        except UserError as e:
+            job.error, name = str(e), f"job{i}"
+        base, k = name, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.add(name)
+        job.run_name, job.run_dir = name, batch_dir / name
+        planned.append(job)
+    return planned
+
+
+def run_state(run_dir: Path) -> str:
+    """done (has splats.ply), resumable (has a checkpoint) or new."""
+    if (run_dir / "splats.ply").is_file():
+        return "done"
+    if any((run_dir / "checkpoints").glob("step_*.pt")):
+        return "resumable"
+    return "new"
+
+
+def finished_metrics(run_dir: Path) -> dict:
+    from .synthetic.janus import SUMMARY_KEYS
+
+    path = run_dir / "janus.json"
+    if path.is_file():
+        report = json.loads(path.read_text())
+        return {k: report[k] for k in SUMMARY_KEYS if k in report}
+    return {}
+
+
+def row(job: Job, status: str, seconds: float | None = None, error: str | None = None, metrics=None) -> dict:
+    done = status == "done"
+    return {"index": job.index, "run_name": job.run_name, "status": status,
+            "seconds": None if seconds is None else round(seconds, 1), "error": error,
+            "prompt": job.settings.get("prompt"), "args": job.argv, "run_dir": str(job.run_dir),
+            "splats": str(job.run_dir / "splats.ply") if done else None,
+            "turntable": str(job.run_dir / "turntable.gif") if done else None, "metrics": metrics or {}}
+
+
+def write_index(batch_dir: Path, rows: list[dict]) -> None:
+    rows = sorted(rows, key=lambda r: r["index"])
+    write_json(batch_dir / "index.json", rows)
+    metric_keys = sorted({k for r in rows for k in r["metrics"]})
+    header = [k for k in INDEX_KEYS if k != "metrics"] + metric_keys
+    lines = [",".join(header)]
+    for r in rows:
+        cells = [" ".join(r[k]) if k == "args" else r[k] for k in INDEX_KEYS if k != "metrics"]
+        cells += [r["metrics"].get(k) for k in metric_keys]
+        lines.append(",".join(_csv_cell(c) for c in cells))
+    write_text(batch_dir / "index.csv", "\n".join(lines) + "\n")
+
+
+def _csv_cell(value) -> str:
+    text = "" if value is None else str(value)
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
+def one_line(error: BaseException) -> str:
+    cause = getattr(error, "cause", None) or error
+    text = str(cause).strip().splitlines()
+    message = text[-1] if text else ""
+    return message if isinstance(cause, UserError) else f"{type(cause).__name__}: {message}"
+
+
+def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), address: str | None = None,
+              num_cpus: int | None = None, cpus_per_job: float = 1.0, gpus_per_job: float = 1.0,
+              progress: bool = True) -> list[dict]:
+    """Runs every job not finished yet on Ray; returns (and writes) the index rows."""
+    import ray
+    from tqdm import tqdm
+
+    batch_dir.mkdir(parents=True, exist_ok=True)
+    planned = plan(jobs, list(shared_flags), batch_dir)
+    rows, pending = {}, []
+    for job in planned:
+        state = "failed" if job.error else run_state(job.run_dir)
+        if job.error:
+            rows[job.index] = row(job, "failed", error=job.error)
+        elif state == "done":
+            rows[job.index] = row(job, "done", metrics=finished_metrics(job.run_dir))
+        else:
+            job.argv = [*job.argv, "--output-dir", str(batch_dir), "--run-name", job.run_name, "--log.no-progress",
+                        "--resume" if state == "resumable" else "--overwrite"]
+            pending.append(job)
+            rows[job.index] = row(job, "pending")
+    write_index(batch_dir, list(rows.values()))
+    if not pending:
+        return [rows[i] for i in sorted(rows)]
+
+    started_here = not (address or os.environ.get("RAY_ADDRESS"))
+    ray.init(address=address or None, num_cpus=num_cpus if started_here else None, include_dashboard=False,
+             log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
+    task = ray.remote(train_job)
+    refs, started = {}, {}
+    for job in pending:
+        resources = {"num_gpus": gpus_per_job, "num_cpus": 1} if job.gpu else {"num_cpus": cpus_per_job}
+        refs[task.options(**resources, max_retries=0).remote(job.argv, str(job.run_dir),
+                                                             max(1, int(cpus_per_job)))] = job
+        started[job.index] = time.time()
+        rows[job.index] = row(job, "running")
+    write_index(batch_dir, list(rows.values()))
+    bar = tqdm(total=len(planned), initial=len(planned) - len(pending), desc="batch", unit="job",
+               disable=not progress, dynamic_ncols=True)
+    counts = {"done": sum(r["status"] == "done" for r in rows.values()),
+              "failed": sum(r["status"] == "failed" for r in rows.values())}
+    try:
+        waiting = list(refs)
+        while waiting:
+            finished, waiting = ray.wait(waiting, num_returns=1)
+            job = refs[finished[0]]
+            seconds = time.time() - started[job.index]
+            try:
+                result = ray.get(finished[0])
+                rows[job.index] = row(job, "done", seconds, metrics={
+                    "n_gaussians": result["n_gaussians"], "skipped_steps": result["skipped_steps"],
+                    **result.get("janus", {})})
+                counts["done"] += 1
+            except Exception as e:  # noqa: BLE001 - a failed job is recorded, the others go on
+                rows[job.index] = row(job, "failed", seconds, error=one_line(e))
+                counts["failed"] += 1
+            write_index(batch_dir, list(rows.values()))
+            bar.set_postfix(done=counts["done"], failed=counts["failed"], running=len(waiting), refresh=False)
+            bar.update(1)
+    except KeyboardInterrupt:
+        for ref in waiting:
+            ray.cancel(ref)
+        for ref in waiting:
+            rows[refs[ref].index] = row(refs[ref], "interrupted")
+        write_index(batch_dir, list(rows.values()))
+        raise Interrupted(f"batch stopped: {counts['done']} done, {counts['failed']} failed, {len(waiting)} "
+                          "interrupted (each keeps its last checkpoint); rerun the same command to continue") from None
+    finally:
+        bar.close()
+        if started_here:
+            ray.shutdown()
+    return [rows[i] for i in sorted(rows)]
+
+
+def contact_sheet(rows: list[dict], path: Path, frames: int = 8, size: int = 96) -> None:
+    """One row per job: its label, then `frames` turntable frames (grey for jobs without a result)."""
+    import imageio.v3 as iio
+    from PIL import Image, ImageDraw
+
+    label_w = 280
+    sheet = Image.new("RGB", (label_w + frames * size, len(rows) * size), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, r in enumerate(rows):
+        y = i * size
+        gif = Path(r["turntable"]) if r.get("turntable") else None
+        if gif and gif.is_file():
+            video = iio.imread(gif)[..., :3]
+            for j, k in enumerate(np.linspace(0, len(video), frames, endpoint=False).astype(int)):
+                sheet.paste(Image.fromarray(video[k]).resize((size, size)), (label_w + j * size, y))
+        else:
+            draw.rectangle([label_w, y, label_w + frames * size - 1, y + size - 1], fill=(220, 220, 220))
+        metrics = r.get("metrics") or {}
+        lines = [r["run_name"][:40], r["status"] + (f" {r['seconds']:.0f} s" if r.get("seconds") else "")]
+        if "janus" in metrics:
+            lines.append(f"janus={metrics['janus']} variety={metrics['view_variety']:.2f}")
+        if r.get("error"):
+            lines += [r["error"][k:k + 44] for k in range(0, min(len(r["error"]), 132), 44)]
+        for k, text in enumerate(lines):
+            draw.text((6, y + 6 + 14 * k), text, fill=(0, 0, 0) if r["status"] != "failed" else (170, 0, 0))
+        draw.line([0, y + size - 1, sheet.width, y + size - 1], fill=(200, 200, 200))
+    from .io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
+
+
+def cmd_batch(argv: list[str]) -> None:
+    from .cli import parse
+
+    own, shared = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    args = parse(BatchArgs, own, "esd-gs batch")
+    jobs = expand_jobs(read_jobs(args.jobs), args)
+    batch_dir = args.output_dir or Path("outputs") / args.jobs.stem
+    t0 = time.time()
+    rows = run_batch(jobs, batch_dir, shared, args.address, args.num_cpus, args.cpus_per_job, args.gpus_per_job,
+                     args.progress)
+    contact_sheet(rows, batch_dir / "contact_sheet.png", args.contact_frames)
+    done = sum(r["status"] == "done" for r in rows)
+    print(f"batch {batch_dir}: {done} of {len(rows)} done in {time.time() - t0:.0f} s; index.json, index.csv, "
+          "contact_sheet.png")
+    failed = [r for r in rows if r["status"] == "failed"]
+    for r in failed:
+        print(f"  failed: {r['run_name']}: {r['error']}")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(rows)} jobs failed (see {batch_dir / 'index.json'})")

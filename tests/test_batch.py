@@ -1,0 +1,105 @@
+"""esd-gs batch: Ray tasks over a jobs file, resumable, an index and a contact sheet (issue 15)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from esd_gs.batch import BatchArgs, expand_jobs, job_flags, read_jobs, run_lock
+from esd_gs.errors import UserError
+
+from conftest import cli
+
+SMALL = ["--", "--gaussians.num-points", "300", "--log.turntable-frames", "8", "--log.turntable-resolution", "32",
+         "--log.preview-every", "0"]
+
+
+def test_jobs_files_become_train_flags(tmp_path):
+    (tmp_path / "j.txt").write_text("# props\na head\n\na red chair\n")
+    assert read_jobs(tmp_path / "j.txt") == [{"prompt": "a head"}, {"prompt": "a red chair"}]
+    (tmp_path / "j.csv").write_text("prompt,guidance,lam,log.progress\na head,esd,0.25,false\n")
+    (tmp_path / "j.yaml").write_text("jobs:\n  - {prompt: a head, render: {resolution: 32}, seed: 3, args: [--steps, 5]}\n")
+    assert job_flags(read_jobs(tmp_path / "j.csv")[0]) == ["--prompt", "a head", "--guidance", "esd", "--lam", "0.25",
+                                                           "--log.no-progress"]
+    assert job_flags(read_jobs(tmp_path / "j.yaml")[0]) == ["--prompt", "a head", "--render.resolution", "32",
+                                                            "--seed", "3", "--steps", "5"]
+    jobs = expand_jobs([{"prompt": "a", "steps": 7}], BatchArgs(jobs=tmp_path, preset="demo", steps=20, seeds="0,1"))
+    assert jobs == [{"preset": "demo", "steps": 7, "prompt": "a", "seed": 0},
+                    {"preset": "demo", "steps": 7, "prompt": "a", "seed": 1}]
+    with pytest.raises(UserError, match="--seeds"):
+        expand_jobs(jobs, BatchArgs(jobs=tmp_path, seeds="0,x"))
+
+
+def test_a_run_folder_takes_one_worker(tmp_path):
+    with run_lock(tmp_path / "run"):
+        with pytest.raises(UserError, match="another worker"):
+            with run_lock(tmp_path / "run"):
+                pass
+
+
+def test_batch_on_a_local_ray_cluster(tmp_path):
+    """Three seeds of one prompt on 2 CPUs, and a job with a bad flag that fails alone."""
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("- {prompt: a head}\n- {prompt: a head, run_name: bad, render.resolutoin: 32}\n")
+    out = tmp_path / "batch"
+    r = cli("batch", jobs, "--preset", "demo", "--steps", "20", "--seeds", "0,1,2", "--output-dir", out,
+            "--num-cpus", "2", "--no-progress", *SMALL)
+    assert r.returncode == 2 and "3 of 6 jobs failed" in r.stderr, r.stderr
+    rows = json.loads((out / "index.json").read_text())
+    done = [row for row in rows if row["status"] == "done"]
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert [row["run_name"] for row in done] == ["a-head-esd0.5-s0", "a-head-esd0.5-s1", "a-head-esd0.5-s2"]
+    assert all("resolutoin" in row["error"] and "\n" not in row["error"] for row in failed) and len(failed) == 3
+    for row in done:
+        assert (out / row["run_name"] / "splats.ply").is_file() and "janus" in row["metrics"]
+    assert (out / "index.csv").read_text().count("\n") == 7
+    sheet = iio.imread(out / "contact_sheet.png")
+    assert sheet.shape[0] == 6 * 96
+    for k in range(3):  # a done row shows its head: not a flat grey band
+        frames = sheet[k * 96:(k + 1) * 96, 280:]
+        assert frames.std() > 10 and not np.all(frames == 220)
+
+
+@pytest.mark.slow
+def test_batch_driver_killed_then_rerun_finishes_without_redoing(tmp_path):
+    (tmp_path / "jobs.txt").write_text("a head\n")
+    out = tmp_path / "b"
+    args = ["batch", str(tmp_path / "jobs.txt"), "--preset", "demo", "--steps", "60", "--seeds", "0,1,2",
+            "--output-dir", str(out), "--num-cpus", "2", "--no-progress", *SMALL]
+    exe = os.path.join(os.path.dirname(sys.executable), "esd-gs")
+    driver = subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            index = out / "index.json"
+            if index.exists() and any(r["status"] == "done" for r in json.loads(index.read_text())):
+                break
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        time.sleep(2)
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)  # whatever of the local Ray instance outlived its driver
+        except ProcessLookupError:
+            pass
+    before = {r["run_name"]: r["status"] for r in json.loads((out / "index.json").read_text())}
+    finished = [name for name, status in before.items() if status == "done"]
+    assert finished and len(finished) < 3, before
+    stamps = {name: (out / name / "splats.ply").stat().st_mtime_ns for name in finished}
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((out / "index.json").read_text())
+    assert all(row["status"] == "done" for row in rows) and len(rows) == 3
+    for name in finished:  # not trained again
+        assert (out / name / "splats.ply").stat().st_mtime_ns == stamps[name]
+    for row in rows:
+        steps = [json.loads(line)["step"] for line in (out / row["run_name"] / "metrics.jsonl").read_text().splitlines()]
+        assert steps == list(range(1, 61))

@@ -1,0 +1,302 @@
+"""Reliability, second pass (issue 14): each case failed before its fix."""
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from esd_gs.errors import UserError
+from esd_gs.io.ply import read_ply, write_ply
+from esd_gs.train import Trainer
+
+from conftest import assert_clean_error, cli, run_cli, tiny_synthetic
+from scenes import colored_blob_scene, small_scene
+
+
+def steps_of(run_dir):
+    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def checkpoints(run_dir):
+    return sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.pt"))
+
+
+def quick(tmp_path, **kw):
+    kw = {"run_name": "r", "steps": 30, **kw}
+    cfg = tiny_synthetic(tmp_path, **kw)
+    cfg.densify.enabled = False
+    cfg.guidance = kw.get("guidance", "sds")
+    return cfg
+
+
+# 1 ------------------------------------------------------------------------------------------------
+def test_overwrite_then_killed_then_resume_ends_with_the_new_run(tmp_path, monkeypatch):
+    old = quick(tmp_path, steps=60)
+    old.log.preview_every = 7
+    Trainer(old).train()  # the old run: checkpoints 50, 60; previews 7, 14, ..., 56, 60
+    new = quick(tmp_path, steps=60, overwrite=True, lam=0.1, guidance="esd")
+    new.log.preview_every = 10
+    killed = Trainer(new)
+    monkeypatch.setattr(killed, "finish", lambda: None)  # a kill at step 35: no final checkpoint, no PLY
+    killed.cfg.steps = 35
+    killed.train()
+    assert checkpoints(tmp_path / "r") == ["step_0000020.pt", "step_0000030.pt"]
+    assert not (tmp_path / "r" / "splats.ply").exists()
+    again = quick(tmp_path, steps=60, resume=True, lam=0.1, guidance="esd")
+    again.log.preview_every = 10
+    resumed = Trainer(again)
+    assert resumed.step == 30
+    resumed.train()
+    assert steps_of(tmp_path / "r") == list(range(1, 61))
+    ply = read_ply(tmp_path / "r" / "splats.ply")
+    assert torch.equal(ply["means"], resumed.splats["means"].detach())
+    previews = sorted(p.name for p in (tmp_path / "r" / "previews").glob("*.png"))
+    assert previews == [f"step_{s:06d}.png" for s in range(10, 70, 10)]
+
+
+def test_overwrite_with_fewer_steps_keeps_nothing_of_the_old_run(tmp_path):
+    Trainer(quick(tmp_path, steps=60)).train()
+    Trainer(quick(tmp_path, steps=20, overwrite=True)).train()
+    assert checkpoints(tmp_path / "r") == ["step_0000010.pt", "step_0000020.pt"]
+    assert steps_of(tmp_path / "r") == list(range(1, 21))
+
+
+# 2 ------------------------------------------------------------------------------------------------
+def test_resume_refuses_changes_that_define_the_run_and_records_safe_ones(tmp_path):
+    Trainer(quick(tmp_path, steps=10)).train()
+    for key, value in (("lam", 0.1), ("gaussians.lr_means", 0.01), ("synthetic.unet_channels", 64),
+                       ("gaussians.sh_degree", 2)):
+        cfg = quick(tmp_path, steps=10, resume=True)
+        section, _, name = key.rpartition(".")
+        setattr(getattr(cfg, section) if section else cfg, name, value)
+        with pytest.raises(UserError, match=key.replace(".", r"\.")) as err:
+            Trainer(cfg)
+        assert "\n" not in str(err.value)
+    saved = (tmp_path / "r" / "config.yaml").read_text()
+    cfg = quick(tmp_path, steps=15, resume=True)
+    cfg.log.preview_every = 5
+    Trainer(cfg).train()
+    record = json.loads((tmp_path / "r" / "resumes.jsonl").read_text())
+    assert record["step"] == 10 and record["changes"]["steps"] == [10, 15]
+    assert "log.preview_every" in record["changes"]
+    assert saved != (tmp_path / "r" / "config.yaml").read_text()
+
+
+# 3 ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def blob_ply(tmp_path):
+    write_ply(tmp_path / "blob.ply", colored_blob_scene())
+    return tmp_path / "blob.ply"
+
+
+def test_file_system_errors_are_one_line(tmp_path, blob_ply, monkeypatch):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    cases = [
+        (("render", blob_ply, "--frames", "2", "--resolution", "16", "--output", "/proc/x.gif"), "cannot write"),
+        (("export", blob_ply, "--ply", folder), "it is a folder"),
+        (("export", blob_ply, "--ply", a_file / "x.ply"), "is a file"),
+        (("render", blob_ply, "--format", "png", "--output", a_file), "is a file"),
+        (("janus", blob_ply, "--output", "/proc/x.json"), "cannot write"),
+        (("train", "--preset", "demo", "--output-dir", "/proc/esd"), "run folder"),
+    ]
+    for args, fragment in cases:
+        assert_clean_error(cli(*args), fragment)
+
+    import plyfile
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(plyfile.PlyData, "read", denied)
+    for command in ("render", "export", "janus", "view"):
+        assert_clean_error(cli(command, blob_ply, "--mesh", tmp_path / "m.ply") if command == "export"
+                           else cli(command, blob_ply), "Permission denied")
+
+
+def test_write_failure_mid_training_is_one_line(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import esd_gs.io.checkpoint as checkpoint
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "torch", SimpleNamespace(save=disk_full, load=torch.load))
+    r = cli("train", "--preset", "demo", "--steps", "4", "--log.checkpoint-every", "2", "--output-dir", tmp_path,
+            "--guidance", "sds", "--gaussians.num-points", "200", "--log.no-progress")
+    assert_clean_error(r, "No space left on device")
+
+
+# 4 ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_view_refuses_bad_port(blob_ply, port):
+    assert_clean_error(cli("view", blob_ply, "--port", port), "--port must lie in 0..65535")
+
+
+# 5 ------------------------------------------------------------------------------------------------
+def test_offline_start_without_weights_fails_fast(tmp_path):
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    t0 = time.time()
+    r = run_cli("train", "--prompt", "a corgi", "--output-dir", tmp_path / "o", env=env)
+    assert time.time() - t0 < 20
+    assert_clean_error(r, "stabilityai/stable-diffusion-2-1-base", tmp_path / "o")
+    assert "--model-path" in r.stderr
+
+
+def test_model_path_that_is_no_folder(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    assert_clean_error(cli("train", "--model-path", tmp_path / "nowhere", "--output-dir", tmp_path / "o"),
+                       "does not exist")
+    assert_clean_error(cli("train", "--model-path", tmp_path / "weights.bin", "--output-dir", tmp_path / "o"),
+                       "is a file")
+    (tmp_path / "half").mkdir()
+    assert_clean_error(cli("train", "--model-path", tmp_path / "half", "--output-dir", tmp_path / "o"),
+                       "not a diffusers Stable Diffusion folder")
+
+
+# 6 ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_rerun_names_the_unfinished_run(tmp_path):
+    args = ["train", "--preset", "demo", "--steps", "100000", "--output-dir", tmp_path, "--run-name", "c",
+            "--guidance", "sds", "--gaussians.num-points", "200", "--log.no-progress"]
+    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "esd-gs"), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "c" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "saved a checkpoint" in err and "--resume" in err and "Traceback" not in err
+    step = int(checkpoints(tmp_path / "c")[-1][5:12])
+    assert step >= 3 and steps_of(tmp_path / "c")[-1] == step
+    r = cli("train", *args[1:4], "10", *args[5:])
+    assert r.returncode == 0 and "unfinished run" in r.stderr and "c-1" in r.stderr
+
+
+def test_interrupt_without_checkpoint_says_so(tmp_path, monkeypatch):
+    trainer = Trainer(quick(tmp_path, steps=50))
+    original = trainer.train_step
+
+    def interrupted():
+        if trainer.step == 3:
+            raise KeyboardInterrupt
+        return original()
+
+    monkeypatch.setattr(trainer, "train_step", interrupted)
+    with pytest.raises(UserError, match="no checkpoint was written yet"):
+        trainer.train()
+
+
+def test_checkpoint_by_time(tmp_path):
+    cfg = quick(tmp_path, steps=5)
+    cfg.log.checkpoint_every, cfg.log.checkpoint_minutes = 1000, 1e-9
+    trainer = Trainer(cfg)
+    trainer.train()
+    # by time after every step (keeping the newest two), then step 5 at the end
+    assert checkpoints(tmp_path / "r") == ["step_0000004.pt", "step_0000005.pt"]
+
+
+# 7, 8 ---------------------------------------------------------------------------------------------
+def test_stale_temps_are_cleaned_and_outputs_are_readable_by_others(tmp_path):
+    old = os.umask(0o022)
+    try:
+        Trainer(quick(tmp_path, steps=10)).train()
+        run = tmp_path / "r"
+        litter = [run / ".splats.ply.ab12cd34.tmp.ply", run / ".config.yaml.zz99aa00.tmp.yaml",
+                  run / "checkpoints" / ".step_0000010.pt.q1w2e3r4.tmp.pt", run / ".turntable.mp4.abcdefgh.tmp.mp4"]
+        for p in litter:
+            p.write_bytes(b"half")
+        (run / ".notes").write_text("mine")
+        Trainer(quick(tmp_path, steps=12, resume=True)).train()
+        assert not any(p.exists() for p in litter) and (run / ".notes").exists()
+        for p in [run / "splats.ply", run / "config.yaml", run / "turntable.gif", run / "janus.json",
+                  run / "checkpoints" / "step_0000012.pt"]:
+            assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
+    finally:
+        os.umask(old)
+
+
+# 9, 10, 11 ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags,fragment", [
+    (["--gaussians.num-points", "0"], "num_points must be positive"),
+    (["--gaussians.num-points", "-3"], "num_points must be positive"),
+    (["--run-name", "../../x"], "plain folder name"),
+    (["--steps", "1.5"], "--steps"),
+    (["--guidance", "foo"], "invalid choice 'foo'"),
+    (["--stepz", "3"], "did you mean --steps"),
+])
+def test_bad_flags_are_one_line(tmp_path, flags, fragment):
+    out = tmp_path / "o"
+    assert_clean_error(cli("train", "--preset", "demo", "--output-dir", out, *flags), fragment, out)
+
+
+def test_janus_names_its_report_after_the_ply_and_warns_for_other_objects(tmp_path, blob_ply):
+    Trainer(quick(tmp_path, steps=2)).train()
+    run = tmp_path / "r"
+    before = (run / "janus.json").read_bytes()
+    write_ply(run / "other.ply", colored_blob_scene())
+    r = cli("janus", run / "other.ply")
+    assert r.returncode == 0 and "do not resemble the synthetic head" in r.stderr
+    assert (run / "janus.json").read_bytes() == before and (run / "other.janus.json").exists()
+    assert cli("janus", run).returncode == 0 and (run / "janus.json").exists()
+
+
+def test_ply_edge_cases(tmp_path):
+    splats = small_scene(n=3, dtype=torch.float32)
+    write_ply(tmp_path / "ok.ply", splats)
+    data = (tmp_path / "ok.ply").read_bytes()
+    commented = data.replace(b"format binary_little_endian 1.0\n",
+                             b"format binary_little_endian 1.0\ncomment written before end_header by a tool\n")
+    (tmp_path / "c.ply").write_bytes(commented)
+    assert torch.equal(read_ply(tmp_path / "c.ply")["means"], splats["means"].detach())
+
+    from plyfile import PlyData, PlyElement
+    import numpy as np
+    vertex = PlyData.read(str(tmp_path / "ok.ply"))["vertex"].data
+    wide = np.empty(len(vertex), dtype=[(n, "<f8") for n in vertex.dtype.names])
+    for n in vertex.dtype.names:
+        wide[n] = vertex[n]
+    wide["x"][0] = 1e300
+    PlyData([PlyElement.describe(wide, "vertex")]).write(str(tmp_path / "f8.ply"))
+    with pytest.raises(UserError, match="outside the float32 range"):
+        read_ply(tmp_path / "f8.ply")
+
+
+def test_fallback_to_an_older_checkpoint_warns(tmp_path):
+    from esd_gs.io.checkpoint import latest_checkpoint
+
+    Trainer(quick(tmp_path, steps=20)).train()
+    newest = tmp_path / "r" / "checkpoints" / "step_0000020.pt"
+    newest.write_bytes(newest.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="step_0000020.pt"):
+        assert latest_checkpoint(tmp_path / "r" / "checkpoints")["step"] == 10
+
+
+@pytest.mark.slow
+def test_view_ctrl_c_stops_the_viewer(blob_ply):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "esd-gs"), "view", str(blob_ply),
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if "viewer on" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "viewer stopped" in err and "checkpoint" not in err
