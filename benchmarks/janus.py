@@ -6,6 +6,8 @@ Settings:
   main                  photo set uniform in azimuth (front share 0.25), no view prompts; the training
                         cameras are the photos' orbit. The fair test: with lam = 1 ESD minimises
                         KL(q || p) over renders, and here the true head is that optimum.
+  main-nomap            main with the variational UNet's camera as a class embedding only (threestudio's
+                        design; the preset adds the spatial camera map): secondary.
   oracle                the same photo set; a photometric fit and SDS with strong view prompts (kappa 5):
                         proof that the world and the optimiser can express the truth.
   front0.7              70% of the photos within 45 deg of the front, no view prompts (secondary: a
@@ -14,29 +16,28 @@ Settings:
 Methods: sds; vsd, esd_lam0.5, esd_lam1.0 with the learned variational network (the preset's); and
 vsd-exact, esd_lam0.5-exact, esd_lam1.0-exact with the exact estimator (fresh renders, Dirac camera branch).
 
-Each run is an `esd-gs train` subprocess (one thread each, --workers at a time) writing janus.json; runs
-already finished are reused, so an interrupted benchmark continues. Outputs: docs/results/janus.json
+The runs go through `esd-gs batch`'s machinery (esd_gs/batch.py: one Ray task per run, one CPU thread
+each, on a local Ray instance or --address); finished runs are reused, so an interrupted benchmark
+continues. Outputs: docs/results/janus.json
 ({setting: {method: {metric: [per seed]}}}), the table in docs/results.md (between its markers; the text
 around them is kept) and docs/results/strip_<method>.png (turntables of the main setting, a row per seed).
 
-    python benchmarks/janus.py --settings main --seeds 10 --workers 2
+    python benchmarks/janus.py --settings main --seeds 10
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import tyro
+
+from esd_gs.batch import run_batch
 
 REPO = Path(__file__).resolve().parents[1]
 LEARNED = ["sds", "vsd", "esd_lam0.5", "esd_lam1.0"]
@@ -55,6 +56,8 @@ METHODS = {
 NO_PROMPTS = ["--prior.no-view-dependent-prompt"]
 SETTINGS = {  # name: (flags, methods)
     "main": (["--synthetic.front-share", "0.25", *NO_PROMPTS], LEARNED + EXACT),
+    "main-nomap": (["--synthetic.front-share", "0.25", *NO_PROMPTS, "--variational.no-camera-map"],
+                   ["vsd", "esd_lam1.0"]),
     "oracle": (["--synthetic.front-share", "0.25"], ["photometric", "sds-hardview"]),
     "front0.7": (["--synthetic.front-share", "0.7", *NO_PROMPTS], LEARNED),
     "front0.7-viewprompts": (["--synthetic.front-share", "0.7", "--prior.view-dependent-prompt"], LEARNED),
@@ -68,8 +71,8 @@ class Args:
     settings: list[str] = field(default_factory=lambda: list(SETTINGS))
     seeds: int = 10
     first_seed: int = 0
-    workers: int = 2
-    """Training subprocesses at a time (each single-threaded)."""
+    address: str | None = None
+    """Ray cluster (default: a local instance with one single-threaded run per core)."""
     runs_dir: Path = REPO / "outputs" / "bench-janus"
     results_dir: Path = REPO / "docs" / "results"
     steps: int | None = None
@@ -80,25 +83,12 @@ def run_name(setting: str, method: str, seed: int) -> str:
     return f"{setting}-{method}-s{seed}"
 
 
-def train_args(args: Args, setting: str, method: str, seed: int) -> list[str]:
-    """The `esd-gs train` arguments of one run (its config.yaml records all of them)."""
+def job(args: Args, setting: str, method: str, seed: int) -> dict:
+    """One run as a batch job: the demo preset and the setting's and method's flags (its config.yaml
+    records all of them)."""
     extra = ["--steps", str(args.steps)] if args.steps else []
-    return ["--preset", "demo", *SETTINGS[setting][0], *METHODS[method], "--seed", str(seed), *extra,
-            "--output-dir", str(args.runs_dir), "--run-name", run_name(setting, method, seed), "--overwrite",
-            "--log.no-progress", "--log.preview-every", "0"]
-
-
-def run_one(args: Args, setting: str, method: str, seed: int) -> dict:
-    report = args.runs_dir / run_name(setting, method, seed) / "janus.json"
-    if not report.is_file():
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        t0 = time.time()
-        done = subprocess.run([str(Path(sys.executable).with_name("esd-gs")), "train",
-                               *train_args(args, setting, method, seed)], capture_output=True, text=True, env=env)
-        if done.returncode != 0:
-            raise RuntimeError(f"{run_name(setting, method, seed)} failed:\n{done.stderr[-2000:]}")
-        print(f"{run_name(setting, method, seed)}: {time.time() - t0:.0f} s", flush=True)
-    return json.loads(report.read_text())
+    return {"run_name": run_name(setting, method, seed), "preset": "demo", "seed": seed,
+            "args": [*SETTINGS[setting][0], *METHODS[method], *extra, "--log.preview-every", "0"]}
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -143,12 +133,16 @@ def main() -> None:
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     jobs = [(s, m, seed) for seed in seeds for s in args.settings for m in SETTINGS[s][1]]
     t0 = time.time()
-    with ThreadPoolExecutor(args.workers) as pool:
-        reports = list(pool.map(lambda job: run_one(args, *job), jobs))
-    print(f"{len(jobs)} runs in {time.time() - t0:.0f} s", flush=True)
+    rows = run_batch([job(args, *j) for j in jobs], args.runs_dir, address=args.address)
+    print(f"{len(jobs)} runs in {time.time() - t0:.0f} s (finished ones reused)", flush=True)
+    failed = [r for r in rows if r["status"] != "done"]
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed, e.g. {failed[0]['run_name']}: {failed[0]['error']}")
+    reports = [json.loads((args.runs_dir / run_name(*j) / "janus.json").read_text()) for j in jobs]
     args.results_dir.mkdir(parents=True, exist_ok=True)
     path = args.results_dir / "janus.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
+    results = {s: v for s, v in results.items() if s in SETTINGS}
     for s in args.settings:
         results[s] = {m: {k: [] for k in METRICS} for m in SETTINGS[s][1]}
     for (s, m, _), report in zip(jobs, reports):

@@ -47,8 +47,11 @@ def main(run_dir: Path) -> None:
     shutil.copy(sorted((run_dir / "previews").glob("*.png"))[-1], OUT / "preview.png")
 
     splats, truth = load_splats(run_dir, "cpu"), head_splats()
-    rows = [render_turntable(s, frames=8, resolution=96)[0] for s in (splats, truth)]
+    rows = [render_turntable(s, frames=8, resolution=96, depth=False)[0] for s in (splats, truth)]
     save_png(OUT / "turntable.png", grid(torch.cat(rows), cols=8))
+    if shutil.which("chromium") is None:
+        print("no chromium: kept the viewer and mesh screenshots as they were (apt-get install chromium)")
+        return
 
     viewer = Viewer(splats, port=8731)
     time.sleep(1.0)

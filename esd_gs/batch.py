@@ -2,7 +2,8 @@
 
 A job is a set of `esd-gs train` settings; every job becomes one Ray task that calls the same training
 code as `esd-gs train` (cli.train_from_args) in its own run folder under the batch folder. The driver
-keeps `index.json` / `index.csv` (one row per job: its flags, status, time, final metrics, paths) and
+keeps `index.json` / `index.csv` (one row per job: its flags, status (pending, submitted,
+done, failed or interrupted), seconds, final metrics, paths) and
 draws `contact_sheet.png` (a row of turntable frames per job). Rerunning the same command skips
 finished runs, resumes interrupted ones from their last checkpoint and reruns the rest; a lock file in
 each run folder keeps two workers off the same run. A job that fails is one line in the index; the
@@ -89,26 +90,13 @@ def read_jobs(path: Path) -> list[dict]:
     return jobs
 
 
-def flatten_job(job: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in job.items():
-        if isinstance(value, dict):
-            out |= flatten_job(value, f"{prefix}{key}.")
-        else:
-            out[prefix + str(key)] = value
-    return out
-
-
-def _bool_keys() -> set[str]:
-    from .config import TrainConfig, flatten, to_dict
-
-    return {k for k, v in flatten(to_dict(TrainConfig())).items() if isinstance(v, bool)}
-
-
 def job_flags(job: dict) -> list[str]:
     """A job's settings as `esd-gs train` flags (unknown keys pass through: train names them)."""
-    bools, flags = _bool_keys(), []
-    for key, value in flatten_job({k: v for k, v in job.items() if k != "args"}).items():
+    from .config import TrainConfig, flatten, to_dict
+
+    bools = {k for k, v in flatten(to_dict(TrainConfig())).items() if isinstance(v, bool)}
+    flags = []
+    for key, value in flatten({str(k): v for k, v in job.items() if k != "args"}).items():
         head, _, name = key.rpartition(".")
         option = "--" + (head + "." if head else "") + name.replace("_", "-")
         if key in bools:
@@ -134,21 +122,34 @@ def expand_jobs(jobs: list[dict], args: BatchArgs) -> list[dict]:
     out = []
     for job in jobs:
         for seed in seeds or [None]:
-            out.append({**shared, **job, **({"seed": seed} if seed is not None else {})})
+            crossed = {**shared, **job}
+            if seed is not None:
+                crossed["seed"] = seed
+                if "run_name" in job:  # a named job gets one folder per seed
+                    crossed["run_name"] = f"{job['run_name']}-s{seed}"
+            out.append(crossed)
     return out
 
 
 # -- the task ------------------------------------------------------------------------------------
+RUNNING = ".running"  # present while a worker trains the run (the driver counts these)
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path):
-    """Holds run_dir/.lock exclusively: a second worker on the same run fails at once."""
+    """Holds run_dir/.lock exclusively (a second worker on the same run fails at once) and marks the run
+    as running meanwhile."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / ".lock", "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(f"another worker is training {run_dir}") from None
-        yield
+        (run_dir / RUNNING).touch()
+        try:
+            yield
+        finally:
+            (run_dir / RUNNING).unlink(missing_ok=True)
 
 
 def train_job(argv: list[str], run_dir: str, threads: int) -> dict:
@@ -160,8 +161,10 @@ def train_job(argv: list[str], run_dir: str, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    t0 = time.monotonic()
     with run_lock(Path(run_dir)):
-        return train_from_args(argv, quiet=True)
+        result = train_from_args(argv, quiet=True)
+    return {**result, "seconds": time.monotonic() - t0}
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -230,21 +233,27 @@ def row(job: Job, status: str, seconds: float | None = None, error: str | None =
 
 
 def write_index(batch_dir: Path, rows: list[dict]) -> None:
+    import io
+
     rows = sorted(rows, key=lambda r: r["index"])
     write_json(batch_dir / "index.json", rows)
     metric_keys = sorted({k for r in rows for k in r["metrics"]})
-    header = [k for k in INDEX_KEYS if k != "metrics"] + metric_keys
-    lines = [",".join(header)]
+    columns = [k for k in INDEX_KEYS if k != "metrics"]
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(columns + metric_keys)
     for r in rows:
-        cells = [" ".join(r[k]) if k == "args" else r[k] for k in INDEX_KEYS if k != "metrics"]
-        cells += [r["metrics"].get(k) for k in metric_keys]
-        lines.append(",".join(_csv_cell(c) for c in cells))
-    write_text(batch_dir / "index.csv", "\n".join(lines) + "\n")
+        writer.writerow([" ".join(r[k]) if k == "args" else r[k] for k in columns]
+                        + [r["metrics"].get(k) for k in metric_keys])
+    write_text(batch_dir / "index.csv", text.getvalue())
 
 
-def _csv_cell(value) -> str:
-    text = "" if value is None else str(value)
-    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+def previous_rows(batch_dir: Path) -> dict[str, dict]:
+    """The last index's rows by run name (finished runs keep their time and metrics)."""
+    try:
+        return {r["run_name"]: r for r in json.loads((batch_dir / "index.json").read_text())}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def one_line(error: BaseException) -> str:
@@ -263,16 +272,20 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
 
     batch_dir.mkdir(parents=True, exist_ok=True)
     planned = plan(jobs, list(shared_flags), batch_dir)
+    before = previous_rows(batch_dir)
     rows, pending = {}, []
     for job in planned:
         state = "failed" if job.error else run_state(job.run_dir)
         if job.error:
             rows[job.index] = row(job, "failed", error=job.error)
         elif state == "done":
-            rows[job.index] = row(job, "done", metrics=finished_metrics(job.run_dir))
+            old = before.get(job.run_name, {})
+            rows[job.index] = row(job, "done", old.get("seconds"), metrics=old.get("metrics") or
+                                  finished_metrics(job.run_dir))
         else:
             job.argv = [*job.argv, "--output-dir", str(batch_dir), "--run-name", job.run_name, "--log.no-progress",
                         "--resume" if state == "resumable" else "--overwrite"]
+            (job.run_dir / RUNNING).unlink(missing_ok=True)  # left by a worker of a killed batch
             pending.append(job)
             rows[job.index] = row(job, "pending")
     write_index(batch_dir, list(rows.values()))
@@ -289,7 +302,7 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
         refs[task.options(**resources, max_retries=0).remote(job.argv, str(job.run_dir),
                                                              max(1, int(cpus_per_job)))] = job
         started[job.index] = time.time()
-        rows[job.index] = row(job, "running")
+        rows[job.index] = row(job, "submitted")
     write_index(batch_dir, list(rows.values()))
     bar = tqdm(total=len(planned), initial=len(planned) - len(pending), desc="batch", unit="job",
                disable=not progress, dynamic_ncols=True)
@@ -298,12 +311,17 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
     try:
         waiting = list(refs)
         while waiting:
-            finished, waiting = ray.wait(waiting, num_returns=1)
+            finished, waiting = ray.wait(waiting, num_returns=1, timeout=2.0)
+            running = sum((refs[ref].run_dir / RUNNING).exists() for ref in waiting)
+            bar.set_postfix(done=counts["done"], failed=counts["failed"], running=running,
+                            queued=len(waiting) - running)
+            if not finished:
+                continue
             job = refs[finished[0]]
-            seconds = time.time() - started[job.index]
+            seconds = time.time() - started[job.index]  # since submission: queueing included
             try:
                 result = ray.get(finished[0])
-                rows[job.index] = row(job, "done", seconds, metrics={
+                rows[job.index] = row(job, "done", result["seconds"], metrics={
                     "n_gaussians": result["n_gaussians"], "skipped_steps": result["skipped_steps"],
                     **result.get("janus", {})})
                 counts["done"] += 1
@@ -311,7 +329,6 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
                 rows[job.index] = row(job, "failed", seconds, error=one_line(e))
                 counts["failed"] += 1
             write_index(batch_dir, list(rows.values()))
-            bar.set_postfix(done=counts["done"], failed=counts["failed"], running=len(waiting), refresh=False)
             bar.update(1)
     except KeyboardInterrupt:
         for ref in waiting:

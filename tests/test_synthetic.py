@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from esd_gs.synthetic.janus import janus_report
@@ -79,3 +80,32 @@ def test_densifier_really_resets_opacity():
     assert torch.sigmoid(splats["opacities"]).min() > 0.8
     d.step_post_backward(splats, opt, state, 30, info)
     assert torch.sigmoid(splats["opacities"]).max() <= 2 * d.prune_opa + 1e-6
+
+
+def test_camera_gap_by_hand():
+    """gap(t) = |eps_cam - eps_free| / |eps_prior - eps_cam|: 0 for an estimator that ignores the camera,
+    the Dirac's own value computed by hand for the exact estimator."""
+    from esd_gs.synthetic.camera_gap import camera_gaps
+    from esd_gs.synthetic.prior import SyntheticPrior, ideal_eps
+    from esd_gs.synthetic.variational import ExactVariational
+
+    cfg = SyntheticConfig(num_images=64, bank_size=8)
+    prior = SyntheticPrior(cfg)
+    g = torch.Generator().manual_seed(0)
+    latents = prior.images[:4] + 0.1 * torch.randn(4, 3, 32, 32, generator=g)
+    cam16 = prior.photo_cameras()[:4].camera_embedding_input()
+    noise = torch.randn(1, 4, 3, 32, 32, generator=g)
+
+    class CameraBlind:
+        def eps_branches(self, x_t, t, cam16, noise, lam):
+            e = x_t * 0.5
+            return e, e
+
+    assert camera_gaps(prior, CameraBlind(), latents, cam16, noise, (500,)) == {"500": 0.0}
+    exact = ExactVariational(cfg, prior.scheduler)
+    exact.update(latents, cam16, lambda cams: prior.images[10:18])
+    t = torch.full((4,), 300)
+    x_t = prior.scheduler.add_noise(latents, noise[0], t)
+    free = ideal_eps(x_t, t, prior.images[10:18], torch.zeros(8), prior.scheduler)
+    by_hand = float((noise[0] - free).norm() / (prior.guided_eps(x_t, t, None, 1.0) - noise[0]).norm())
+    assert camera_gaps(prior, exact, latents, cam16, noise, (300,))["300"] == pytest.approx(by_hand, rel=1e-5)

@@ -41,16 +41,22 @@ def camera_gaps(prior: Prior, variational: Variational, latents: torch.Tensor, c
 
 
 def gap_report(prior, learned: Variational, splats, cfg: SyntheticConfig, views: int = 16, draws: int = 4,
-               seed: int = 0) -> dict:
-    """{"learned": {t: gap}, "exact": {t: gap}} for `views` orbit renders of `splats`."""
+               banks: int = 4, seed: int = 0) -> dict:
+    """{"learned": {t: gap}, "exact": {t: gap}, ...} for `views` orbit renders of `splats`; the exact gap is
+    the mean over `banks` independent banks of K renders (one bank's value varies by about 10%)."""
     g = torch.Generator().manual_seed(seed)
     cams = sample_orbit(cfg.camera_config(), views, cfg.resolution, g)
     latents = prior.encode(render_frames(splats, cams, depth=False)[0])
     cam16 = cams.camera_embedding_input()
     noise = torch.randn(draws, *latents.shape, generator=g)
-    exact = ExactVariational(cfg, prior.scheduler)
+    exact_gaps = []
     torch.manual_seed(seed)  # the exact estimator draws its bank cameras from the global RNG
-    exact.update(latents, cam16, lambda c: prior.encode(render_frames(splats, c, depth=False)[0]))
-    return {"learned": camera_gaps(prior, learned, latents, cam16, noise),
-            "exact": camera_gaps(prior, exact, latents, cam16, noise),
-            "views": views, "noise_draws": draws, "bank_size": cfg.bank_size}
+    for _ in range(banks):
+        exact = ExactVariational(cfg, prior.scheduler)
+        exact.update(latents, cam16, lambda c: prior.encode(render_frames(splats, c, depth=False)[0]))
+        exact_gaps.append(camera_gaps(prior, exact, latents, cam16, noise))
+    exact_mean = {t: sum(e[t] for e in exact_gaps) / banks for t in exact_gaps[0]}
+    learned_gaps = camera_gaps(prior, learned, latents, cam16, noise)
+    return {"learned": learned_gaps, "exact": exact_mean,
+            "ratio": {t: learned_gaps[t] / exact_mean[t] for t in exact_mean},
+            "views": views, "noise_draws": draws, "bank_size": cfg.bank_size, "banks": banks}
