@@ -1,15 +1,19 @@
 #!/usr/bin/env python
-"""Camera gap of a finished synthetic-world run with the learned variational network (issue 12):
+"""Camera gap of finished synthetic-world runs with the learned variational network (issue 12):
 |eps(camera) - eps(no camera)| / |eps_prior - eps(camera)| at t = 200, 500, 800 for the learned network and
 for the exact estimator on the same renders (esd_gs/synthetic/camera_gap.py).
 
-    python benchmarks/camera_gap.py outputs/a-head-esd0.5-s0 [--output docs/results/camera_gap.json]
+    python benchmarks/camera_gap.py RUN [--also NAME=RUN ...] [--output docs/results/camera_gap.json]
+
+docs/results/camera_gap.json was made with RUN = outputs/bench-janus/main-esd_lam1.0-s0 (camera map) and
+--also class_embedding=outputs/bench-janus/main-nomap-esd_lam1.0-s0 (the demo preset's network).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tyro
@@ -29,25 +33,38 @@ from esd_gs.worlds.synthetic import SyntheticWorld
 class Args:
     run: tyro.conf.Positional[Path]
     """A finished synthetic-world run with the learned variational network (vsd or esd)."""
+    also: list[str] = field(default_factory=list)
+    """More runs to report under their own key, as NAME=RUN."""
     output: Path | None = None
     views: int = 16
     draws: int = 4
+    more_bank_sizes: list[int] = field(default_factory=lambda: [256])
+    """Also report the exact gap with these numbers of renders (the run's own K is the reference)."""
+
+
+def run_report(run: Path, args: Args) -> dict:
+    data = yaml.safe_load((run / "config.yaml").read_text())
+    data.pop("preset", None)
+    cfg = from_dict(TrainConfig, data)
+    if cfg.world != "synthetic" or cfg.guidance not in ("vsd", "esd") or cfg.synthetic.variational != "learned":
+        raise UserError(f"{run}: camera_gap needs a synthetic-world vsd/esd run with the learned network")
+    ckpt = latest_checkpoint(run / "checkpoints")
+    objective = SyntheticWorld(cfg, pick_device("cpu")).objective()
+    objective.load_state_dict(ckpt["objective"])
+    splats = splats_from_tensors(ckpt["splats"])
+    report = gap_report(objective.prior, objective.variational, splats, cfg.synthetic, args.views, args.draws)
+    report["exact_by_bank_size"] = {str(k): gap_report(objective.prior, objective.variational, splats,
+                                                       dataclasses.replace(cfg.synthetic, bank_size=k), args.views,
+                                                       args.draws)["exact"] for k in args.more_bank_sizes}
+    return {**report, "run": str(run), "step": ckpt["step"], "camera_map": cfg.variational.camera_map}
 
 
 def main() -> None:
     args = tyro.cli(Args)
-    data = yaml.safe_load((args.run / "config.yaml").read_text())
-    data.pop("preset", None)
-    cfg = from_dict(TrainConfig, data)
-    if cfg.world != "synthetic" or cfg.guidance not in ("vsd", "esd") or cfg.synthetic.variational != "learned":
-        raise UserError("camera_gap needs a synthetic-world vsd/esd run with the learned variational network")
-    ckpt = latest_checkpoint(args.run / "checkpoints")
-    objective = SyntheticWorld(cfg, pick_device("cpu")).objective()
-    objective.load_state_dict(ckpt["objective"])
-    report = gap_report(objective.prior, objective.variational, splats_from_tensors(ckpt["splats"]), cfg.synthetic,
-                        args.views, args.draws)
-    report["run"] = str(args.run)
-    report["step"] = ckpt["step"]
+    report = run_report(args.run, args)
+    for item in args.also:
+        name, _, path = item.partition("=")
+        report[name] = run_report(Path(path), args)
     if args.output:
         write_json(args.output, report)
     print(json.dumps(report))

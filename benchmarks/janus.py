@@ -7,13 +7,14 @@ Settings:
                         cameras are the photos' orbit. The fair test: with lam = 1 ESD minimises
                         KL(q || p) over renders, and here the true head is that optimum.
   main-nomap            main with the variational UNet's camera as a class embedding only (threestudio's
-                        design; the preset adds the spatial camera map): secondary.
+                        design, and the demo preset's).
   oracle                the same photo set; a photometric fit and SDS with strong view prompts (kappa 5):
                         proof that the world and the optimiser can express the truth.
   front0.7              70% of the photos within 45 deg of the front, no view prompts (secondary: a
                         front-biased p makes a Janus head closer to ESD's optimum than the truth).
   front0.7-viewprompts  the same with view prompts.
-Methods: sds; vsd, esd_lam0.5, esd_lam1.0 with the learned variational network (the preset's); and
+Methods: sds; vsd, esd_lam0.5, esd_lam1.0 with the learned variational network (in `main` with the camera
+also as a spatial input, `--variational.camera-map`, so that its camera branch carries the camera); and
 vsd-exact, esd_lam0.5-exact, esd_lam1.0-exact with the exact estimator (fresh renders, Dirac camera branch).
 
 The runs go through `esd-gs batch`'s machinery (esd_gs/batch.py: one Ray task per run, one CPU thread
@@ -55,7 +56,7 @@ METHODS = {
 }
 NO_PROMPTS = ["--prior.no-view-dependent-prompt"]
 SETTINGS = {  # name: (flags, methods)
-    "main": (["--synthetic.front-share", "0.25", *NO_PROMPTS], LEARNED + EXACT),
+    "main": (["--synthetic.front-share", "0.25", *NO_PROMPTS, "--variational.camera-map"], LEARNED + EXACT),
     "main-nomap": (["--synthetic.front-share", "0.25", *NO_PROMPTS, "--variational.no-camera-map"],
                    ["vsd", "esd_lam1.0"]),
     "oracle": (["--synthetic.front-share", "0.25"], ["photometric", "sds-hardview"]),

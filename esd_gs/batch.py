@@ -256,6 +256,15 @@ def previous_rows(batch_dir: Path) -> dict[str, dict]:
         return {}
 
 
+def without_flag(argv: list[str], flag: str) -> list[str]:
+    """argv less `flag VALUE` (the driver sets it once itself)."""
+    out = list(argv)
+    while flag in out:
+        i = out.index(flag)
+        del out[i:i + 2]
+    return out
+
+
 def one_line(error: BaseException) -> str:
     cause = getattr(error, "cause", None) or error
     text = str(cause).strip().splitlines()
@@ -283,7 +292,8 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
             rows[job.index] = row(job, "done", old.get("seconds"), metrics=old.get("metrics") or
                                   finished_metrics(job.run_dir))
         else:
-            job.argv = [*job.argv, "--output-dir", str(batch_dir), "--run-name", job.run_name, "--log.no-progress",
+            job.argv = [*without_flag(job.argv, "--run-name"), "--output-dir", str(batch_dir),
+                        "--run-name", job.run_name, "--log.no-progress",
                         "--resume" if state == "resumable" else "--overwrite"]
             (job.run_dir / RUNNING).unlink(missing_ok=True)  # left by a worker of a killed batch
             pending.append(job)

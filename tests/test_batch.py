@@ -46,7 +46,7 @@ def test_a_run_folder_takes_one_worker(tmp_path):
 def test_batch_on_a_local_ray_cluster(tmp_path):
     """Three seeds of one prompt on 2 CPUs, and a job with a bad flag that fails alone."""
     jobs = tmp_path / "jobs.yaml"
-    jobs.write_text("- {prompt: a head}\n- {prompt: a head, run_name: bad, render.resolutoin: 32}\n")
+    jobs.write_text("- {prompt: a head, lam: 0.5}\n- {prompt: a head, run_name: bad, render.resolutoin: 32}\n")
     out = tmp_path / "batch"
     r = cli("batch", jobs, "--preset", "demo", "--steps", "20", "--seeds", "0,1,2", "--output-dir", out,
             "--num-cpus", "2", "--no-progress", *SMALL)
@@ -58,6 +58,7 @@ def test_batch_on_a_local_ray_cluster(tmp_path):
     assert all("resolutoin" in row["error"] and "\n" not in row["error"] for row in failed) and len(failed) == 3
     for row in done:
         assert (out / row["run_name"] / "splats.ply").is_file() and "janus" in row["metrics"]
+        assert row["args"].count("--run-name") == 1
     assert (out / "index.csv").read_text().count("\n") == 7
     sheet = iio.imread(out / "contact_sheet.png")
     assert sheet.shape[0] == 6 * 96

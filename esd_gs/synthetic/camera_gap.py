@@ -50,8 +50,10 @@ def gap_report(prior, learned: Variational, splats, cfg: SyntheticConfig, views:
     cam16 = cams.camera_embedding_input()
     noise = torch.randn(draws, *latents.shape, generator=g)
     exact_gaps = []
-    torch.manual_seed(seed)  # the exact estimator draws its bank cameras from the global RNG
-    for _ in range(banks):
+    for b in range(banks):
+        # the exact estimator draws its bank cameras from the global RNG: seeded apart from the views'
+        # cameras above, or the bank would hold the evaluated renders themselves (a Dirac in disguise)
+        torch.manual_seed(seed + 1 + b)
         exact = ExactVariational(cfg, prior.scheduler)
         exact.update(latents, cam16, lambda c: prior.encode(render_frames(splats, c, depth=False)[0]))
         exact_gaps.append(camera_gaps(prior, exact, latents, cam16, noise))
