@@ -21,6 +21,7 @@ import csv
 import fcntl
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,6 +315,7 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
         started[job.index] = time.time()
         rows[job.index] = row(job, "submitted")
     write_index(batch_dir, list(rows.values()))
+    live = sys.stderr.isatty()
     bar = tqdm(total=len(planned), initial=len(planned) - len(pending), desc="batch", unit="job",
                disable=not progress, dynamic_ncols=True)
     counts = {"done": sum(r["status"] == "done" for r in rows.values()),
@@ -324,7 +326,7 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
             finished, waiting = ray.wait(waiting, num_returns=1, timeout=2.0)
             running = sum((refs[ref].run_dir / RUNNING).exists() for ref in waiting)
             bar.set_postfix(done=counts["done"], failed=counts["failed"], running=running,
-                            queued=len(waiting) - running)
+                            queued=len(waiting) - running, refresh=live)  # a log file gets a line a job
             if not finished:
                 continue
             job = refs[finished[0]]
