@@ -5,8 +5,9 @@ for the exact estimator on the same renders (esd_gs/synthetic/camera_gap.py).
 
     python benchmarks/camera_gap.py RUN [--also NAME=RUN ...] [--output docs/results/camera_gap.json]
 
-docs/results/camera_gap.json was made with RUN = outputs/bench-janus/main-esd_lam1.0-s0 (camera map) and
---also class_embedding=outputs/bench-janus/main-nomap-esd_lam1.0-s0 (the demo preset's network).
+docs/results/camera_gap.json was made after `python benchmarks/janus.py --settings main main-nomap` with
+RUN = outputs/bench-janus/main-nomap-esd_lam1.0-s0 (the demo preset's network, seed 0) and
+--also with_camera_map=outputs/bench-janus/main-esd_lam1.0-s0 (the `main` rows' network).
 """
 
 from __future__ import annotations

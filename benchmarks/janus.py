@@ -12,7 +12,7 @@ Settings:
                         proof that the world and the optimiser can express the truth.
   front0.7              70% of the photos within 45 deg of the front, no view prompts (secondary: a
                         front-biased p makes a Janus head closer to ESD's optimum than the truth).
-  front0.7-viewprompts  the same with view prompts.
+  front0.7-viewprompts  the same with view prompts (kappa 0.12). Both with the preset's network.
 Methods: sds; vsd, esd_lam0.5, esd_lam1.0 with the learned variational network (in `main` with the camera
 also as a spatial input, `--variational.camera-map`, so that its camera branch carries the camera); and
 vsd-exact, esd_lam0.5-exact, esd_lam1.0-exact with the exact estimator (fresh renders, Dirac camera branch).

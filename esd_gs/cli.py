@@ -193,6 +193,7 @@ class ViewArgs:
 
 
 def cmd_view(argv: list[str]) -> None:
+    import signal
     import time
 
     from .io.ply import load_splats
@@ -206,6 +207,9 @@ def cmd_view(argv: list[str]) -> None:
         viewer = Viewer(splats, args.host, args.port, args.max_resolution, args.backend)
     except OSError as e:
         raise UserError(f"cannot serve on {args.host}:{args.port}: {e.strerror} (try --port)")
+    # Ctrl-C must reach this loop even when the parent started us with SIGINT ignored or a library
+    # swapped the handler while the viewer started
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         print(f"viewer on http://{'localhost' if args.host in ('0.0.0.0', '127.0.0.1') else args.host}:{viewer.port}"
               " (Ctrl-C to stop)", flush=True)

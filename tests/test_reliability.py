@@ -290,13 +290,18 @@ def test_view_ctrl_c_stops_the_viewer(blob_ply):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "esd-gs"), "view", str(blob_ply),
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
         for line in proc.stdout:
             if "viewer on" in line:
                 break
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # where it hangs: faulthandler prints every thread on SIGABRT
+            proc.send_signal(signal.SIGABRT)
+            pytest.fail("the viewer did not stop on Ctrl-C:\n" + proc.communicate(timeout=30)[1][-6000:])
     finally:
         proc.kill()
     assert proc.returncode == 0 and "viewer stopped" in err and "checkpoint" not in err
