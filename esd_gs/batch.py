@@ -30,7 +30,8 @@ import numpy as np
 import tyro
 
 from .errors import Interrupted, UserError
-from .io.atomic import write_json, write_text
+from .io.atomic import atomic_path, write_json, write_text
+from .io.checkpoint import checkpoint_paths
 
 INDEX_KEYS = ("index", "run_name", "status", "seconds", "error", "prompt", "args", "run_dir", "splats", "turntable",
               "metrics")
@@ -209,7 +210,7 @@ def run_state(run_dir: Path) -> str:
     """done (has splats.ply), resumable (has a checkpoint) or new."""
     if (run_dir / "splats.ply").is_file():
         return "done"
-    if any((run_dir / "checkpoints").glob("step_*.pt")):
+    if checkpoint_paths(run_dir / "checkpoints"):
         return "resumable"
     return "new"
 
@@ -383,8 +384,6 @@ def contact_sheet(rows: list[dict], path: Path, frames: int = 8, size: int = 96)
         for k, text in enumerate(lines):
             draw.text((6, y + 6 + 14 * k), text, fill=(0, 0, 0) if r["status"] != "failed" else (170, 0, 0))
         draw.line([0, y + size - 1, sheet.width, y + size - 1], fill=(200, 200, 200))
-    from .io.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
 

@@ -34,15 +34,20 @@ def write_error(path: Path, e: OSError) -> UserError:
     return UserError(f"cannot write {path}: {e.strerror or type(e).__name__}")
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` itself, or its closest ancestor that exists."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_output_file(path: str | os.PathLike) -> Path:
     """Refuses, before any work, a file path that is a folder, lies below a file, or whose folder takes
     no new files (probed with a temporary file)."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"cannot write {path}: it is a folder")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing(path.parent)
     if parent.exists() and not parent.is_dir():
         raise UserError(f"cannot write {path}: {parent} is a file")
     if parent == path.parent:
@@ -57,9 +62,7 @@ def check_output_file(path: str | os.PathLike) -> Path:
 def check_output_dir(path: str | os.PathLike) -> Path:
     """Refuses, before any work, a folder that cannot be created or written."""
     path = Path(path)
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(path)
     if not existing.is_dir():
         raise UserError(f"cannot create the run folder {path}: {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
