@@ -22,6 +22,12 @@ SYNTH = ["--preset", "demo", "--steps", "1"]
     (["--gaussians.lr-means", "-0.1"], "must not be negative"),
     (["--cameras.radius", "1.5", "1.5"], "synthetic world trains on its photos' orbit"),
     (["--init-ply", "nowhere.ply"], "PLY file not found"),
+    (["--gaussians.num-points", "0"], "num_points must be positive"),
+    (["--gaussians.num-points", "-3"], "num_points must be positive"),
+    (["--run-name", "../../x"], "plain folder name"),
+    (["--steps", "1.5"], "--steps"),
+    (["--guidance", "foo"], "invalid choice 'foo'"),
+    (["--stepz", "3"], "did you mean --steps"),
 ])
 def test_train_rejects_bad_values(tmp_path, args, fragment):
     out = tmp_path / "out"

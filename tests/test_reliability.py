@@ -229,19 +229,7 @@ def test_stale_temps_are_cleaned_and_outputs_are_readable_by_others(tmp_path):
 
 
 # 9, 10, 11 ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("flags,fragment", [
-    (["--gaussians.num-points", "0"], "num_points must be positive"),
-    (["--gaussians.num-points", "-3"], "num_points must be positive"),
-    (["--run-name", "../../x"], "plain folder name"),
-    (["--steps", "1.5"], "--steps"),
-    (["--guidance", "foo"], "invalid choice 'foo'"),
-    (["--stepz", "3"], "did you mean --steps"),
-])
-def test_bad_flags_are_one_line(tmp_path, flags, fragment):
-    out = tmp_path / "o"
-    assert_clean_error(cli("train", "--preset", "demo", "--output-dir", out, *flags), fragment, out)
-
-
+# (9 and 11's bad flags are cases of tests/test_bad_input.py::test_train_rejects_bad_values)
 def test_janus_names_its_report_after_the_ply_and_warns_for_other_objects(tmp_path, blob_ply):
     Trainer(quick(tmp_path, steps=2)).train()
     run = tmp_path / "r"
