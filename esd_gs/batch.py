@@ -156,13 +156,11 @@ def run_lock(run_dir: Path):
 
 def train_job(argv: list[str], run_dir: str, threads: int) -> dict:
     """One job inside a Ray worker: the `esd-gs train` code path, with `threads` CPU threads."""
-    import numba
     import torch
 
     from .cli import train_from_args
 
-    torch.set_num_threads(threads)
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    torch.set_num_threads(threads)  # the rasterizer's numba kernels follow it
     t0 = time.monotonic()
     with run_lock(Path(run_dir)):
         result = train_from_args(argv, quiet=True)

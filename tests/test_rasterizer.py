@@ -1,4 +1,7 @@
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -130,3 +133,15 @@ def test_projection_matches_gsplat_torch_reference():
     # its torch reference uses 3.33, so boxes agree to within the final ceil
     assert torch.equal(radii > 0, r_ref > 0)
     assert (radii - r_ref).abs().max() <= 1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_numba_threads_follow_torch(threads):
+    """numba's pool is sized by torch's thread count at import (a larger pool spin-waits on other processes'
+    cores), and follow_torch_threads tracks torch.set_num_threads afterwards."""
+    code = ("import torch; from esd_gs.render import composite; import numba; print(numba.config.NUMBA_NUM_THREADS);"
+            "torch.set_num_threads(1); composite.follow_torch_threads(); print(numba.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_NUM_THREADS": str(threads)},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(threads), "1"]

@@ -9,10 +9,17 @@ gradients are written without races; autograd scatters them back to the Gaussian
 
 from __future__ import annotations
 
-import numba
+import os
+
 import numpy as np
 import torch
 from torch import Tensor
+
+# numba's thread pool starts with NUMBA_NUM_THREADS workers (default: every core), whatever torch uses. A
+# pool larger than torch's thread count (OMP_NUM_THREADS=1, Ray workers) spin-waits on the cores of other
+# processes: two single-threaded runs side by side on 2 cores went from 9 to 0.1 steps/s. Size it as torch.
+os.environ.setdefault("NUMBA_NUM_THREADS", str(torch.get_num_threads()))
+import numba  # noqa: E402  (after the line above)
 
 ALPHA_THRESHOLD = 1.0 / 255.0
 MAX_ALPHA = 0.999
@@ -99,6 +106,11 @@ def _backward(mu, con, opac, col, tile_start, tiles_x, tiles_y, tile_size, width
                         v_opac[i] += vis * v_alpha
 
 
+def follow_torch_threads() -> None:
+    """Use as many numba threads as torch does now (torch.set_num_threads may have changed it)."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
 class CompositeTiles(torch.autograd.Function):
     """Per-pair inputs (sorted by tile, then depth) -> colours [C,H,W,D] (no background), transmittance
     [C,H,W]. Tile t covers pairs tile_start[t] .. tile_end[t]-1."""
@@ -112,6 +124,7 @@ class CompositeTiles(torch.autograd.Function):
         out_trans = np.ones((C, height, width), dtype=dtype)
         last = np.empty((C, height, width), dtype=np.int64)
         starts, ends = tile_start.cpu().numpy(), tile_end.cpu().numpy()
+        follow_torch_threads()
         _forward(*arrays, starts, ends, tiles_x, tiles_y, tile_size, width, height, out_col, out_trans, last)
         ctx.arrays, ctx.starts, ctx.grid = arrays, starts, grid
         ctx.out_trans, ctx.last, ctx.device, ctx.dtype = out_trans, last, mu.device, mu.dtype
@@ -123,6 +136,7 @@ class CompositeTiles(torch.autograd.Function):
         mu, con, opac, col = ctx.arrays
         grads = [np.zeros_like(x) for x in ctx.arrays]
         v_col_out, v_trans_out = (g.detach().cpu().to(ctx.dtype).contiguous().numpy() for g in (v_col_out, v_trans_out))
+        follow_torch_threads()
         _backward(mu, con, opac, col, ctx.starts, tiles_x, tiles_y, tile_size, width, height,
                   ctx.out_trans, ctx.last, v_col_out, v_trans_out, *grads)
         return (*(torch.from_numpy(g).to(ctx.device) for g in grads), None, None, None)
