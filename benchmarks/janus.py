@@ -8,6 +8,9 @@ Settings:
                         KL(q || p) over renders, and here the true head is that optimum.
   main-nomap            main with the variational UNet's camera as a class embedding only (threestudio's
                         design, and the demo preset's).
+  main-vpred            main with the network trained to predict v (its loss weighs high t 1/alphabar
+                        more than eps does) and a finer camera map (16x16 grid, 4 Fourier octaves): the
+                        network whose camera branch comes closest to the exact estimator's (camera_gap.json).
   oracle                the same photo set; a photometric fit and SDS with strong view prompts (kappa 5):
                         proof that the world and the optimiser can express the truth.
   front0.7              70% of the photos within 45 deg of the front, no view prompts (secondary: a
@@ -59,6 +62,9 @@ SETTINGS = {  # name: (flags, methods)
     "main": (["--synthetic.front-share", "0.25", *NO_PROMPTS, "--variational.camera-map"], LEARNED + EXACT),
     "main-nomap": (["--synthetic.front-share", "0.25", *NO_PROMPTS, "--variational.no-camera-map"],
                    ["vsd", "esd_lam1.0"]),
+    "main-vpred": (["--synthetic.front-share", "0.25", *NO_PROMPTS, "--variational.camera-map",
+                    "--synthetic.unet-prediction", "v_prediction", "--variational.camera-map-grid", "16",
+                    "--variational.camera-frequencies", "4"], ["vsd", "esd_lam0.5", "esd_lam1.0"]),
     "oracle": (["--synthetic.front-share", "0.25"], ["photometric", "sds-hardview"]),
     "front0.7": (["--synthetic.front-share", "0.7", *NO_PROMPTS], LEARNED),
     "front0.7-viewprompts": (["--synthetic.front-share", "0.7", "--prior.view-dependent-prompt"], LEARNED),

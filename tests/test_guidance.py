@@ -183,6 +183,27 @@ def test_gaussian_example_collapse_and_recovery(method, lam):
         assert r["cov_norm_ratio"] < 0.05, r["cov_norm_ratio"]
 
 
+def assert_trains_against_v(var, latents, cam16):
+    """One denoising step's loss, by hand with the same draws: target v = sqrt(ab) eps - sqrt(1 - ab) x0; and
+    the noise prediction is the v output converted, eps = sqrt(ab) v + sqrt(1 - ab) x_t."""
+    assert var.scheduler.config.prediction_type == "v_prediction"
+    B = len(latents)
+    torch.manual_seed(3)
+    t = torch.randint(0, 1000, (B,))
+    noise = torch.randn_like(latents)
+    drop = torch.rand(()) < var.cfg.camera_dropout
+    x_t = var.scheduler.add_noise(latents, noise, t)
+    with torch.no_grad():
+        pred = var.unet(x_t, t, encoder_hidden_states=var.text.expand(B, -1, -1),
+                        class_labels=var.unet.class_embedding.labels(None if drop else cam16, B)).sample
+    ab = var.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    expected = torch.nn.functional.mse_loss(pred, ab.sqrt() * noise - (1 - ab).sqrt() * latents).item()
+    if not drop:
+        assert torch.allclose(var.camera_eps(x_t, t, cam16), ab.sqrt() * pred + (1 - ab).sqrt() * x_t, atol=1e-5)
+    torch.manual_seed(3)
+    assert var.denoising_step(latents, cam16) == pytest.approx(expected, rel=1e-5)
+
+
 def test_separate_v_prediction_base_trains_its_lora_against_v(tiny_sd, tmp_path):
     from esd_gs.config import TrainConfig
     from esd_gs.worlds.stable_diffusion import StableDiffusionWorld
@@ -192,26 +213,23 @@ def test_separate_v_prediction_base_trains_its_lora_against_v(tiny_sd, tmp_path)
     cfg = TrainConfig(prompt="a corgi", model_path=str(tiny_sd), guidance="vsd")
     cfg.variational.base_model, cfg.variational.lora_rank = str(v_model), 4
     objective = StableDiffusionWorld(cfg, torch.device("cpu")).objective()
-    var = objective.variational
     assert objective.prior.scheduler.config.prediction_type == "epsilon"
-    assert var.scheduler.config.prediction_type == "v_prediction" and var.unet is not objective.prior.unet
+    assert objective.variational.unet is not objective.prior.unet
     latents, _, _, cam16 = inputs(objective.prior)
-    # the loss of one step, by hand: the same draws, target v = sqrt(ab) eps - sqrt(1 - ab) x0
-    torch.manual_seed(3)
-    t = torch.randint(0, 1000, (2,))
-    noise = torch.randn_like(latents)
-    drop = torch.rand(()) < cfg.variational.camera_dropout
-    x_t = var.scheduler.add_noise(latents, noise, t)
-    with torch.no_grad():
-        pred = var.unet(x_t, t, encoder_hidden_states=var.text.expand(2, -1, -1),
-                        class_labels=var.unet.class_embedding.labels(None if drop else cam16, 2)).sample
-    ab = var.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
-    expected = torch.nn.functional.mse_loss(pred, ab.sqrt() * noise - (1 - ab).sqrt() * latents).item()
-    # and its noise prediction is the v output converted: eps = sqrt(ab) v + sqrt(1 - ab) x_t
-    if not drop:
-        assert torch.allclose(var.camera_eps(x_t, t, cam16), ab.sqrt() * pred + (1 - ab).sqrt() * x_t, atol=1e-5)
-    torch.manual_seed(3)
-    assert var.denoising_step(latents, cam16) == pytest.approx(expected, rel=1e-5)
+    assert_trains_against_v(objective.variational, latents, cam16)
+
+
+def test_synthetic_network_can_predict_v():
+    """--synthetic.unet-prediction v_prediction: the synthetic world's network learns v, its prior stays eps."""
+    from esd_gs.config import TrainConfig
+    from esd_gs.worlds.synthetic import SyntheticWorld
+
+    cfg = TrainConfig(guidance="esd")
+    cfg.synthetic.num_images, cfg.synthetic.unet_prediction = 16, "v_prediction"
+    objective = SyntheticWorld(cfg, torch.device("cpu")).objective()
+    assert objective.prior.scheduler.config.prediction_type == "epsilon"
+    cams = objective.prior.photo_cameras()[:2]
+    assert_trains_against_v(objective.variational, objective.prior.images[:2], cams.camera_embedding_input())
 
 
 def test_half_precision_prior_gives_float32_latents_and_noise(tiny_sd):

@@ -33,11 +33,14 @@ class SyntheticWorld(World):
     def learned_variational(self, prior: SyntheticPrior) -> UNetVariational:
         """The small UNet trained fully (no pretrained base, so no LoRA), with no text (one prompt)."""
         import torch
+        from diffusers import DDPMScheduler
 
         unet = small_unet(self.cfg.synthetic).to(self.device)
         text = torch.zeros(1, 1, unet.config.cross_attention_dim, device=self.device)
         vcfg = type(self.cfg.variational)(**{**vars(self.cfg.variational), "lora_rank": 0})
-        return UNetVariational(unet, text, prior.scheduler, vcfg)
+        scheduler = DDPMScheduler.from_config(prior.scheduler.config,
+                                              prediction_type=self.cfg.synthetic.unet_prediction)
+        return UNetVariational(unet, text, scheduler, vcfg)
 
     def orbit(self) -> tuple[float, float]:
         return self.cfg.synthetic.radius, self.cfg.synthetic.fovy_deg
