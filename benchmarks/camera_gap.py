@@ -3,7 +3,7 @@
 |eps(camera) - eps(no camera)| / |eps_prior - eps(camera)| at t = 200, 500, 800 for the learned network and
 for the exact estimator on the same renders (esd_gs/synthetic/camera_gap.py).
 
-    python benchmarks/camera_gap.py RUN [--also NAME=RUN ...] [--output docs/results/camera_gap.json]
+    python benchmarks/camera_gap.py RUN [--across RUN ...] [--also NAME=RUN ...] [--output docs/results/camera_gap.json]
 
 docs/results/camera_gap.json was made after `python benchmarks/janus.py --settings main main-nomap` with
 RUN = outputs/bench-janus/main-nomap-esd_lam1.0-s0 (the demo preset's network, seed 0) and
@@ -36,10 +36,13 @@ class Args:
     """A finished synthetic-world run with the learned variational network (vsd or esd)."""
     also: list[str] = field(default_factory=list)
     """More runs to report under their own key, as NAME=RUN."""
+    across: list[Path] = field(default_factory=list)
+    """Runs of RUN's configuration on other seeds: the learned gap and the ratios of all of them (RUN
+    included) summarised as mean, min and max under "across_seeds"."""
     output: Path | None = None
     views: int = 16
     draws: int = 4
-    more_bank_sizes: list[int] = field(default_factory=lambda: [256])
+    more_bank_sizes: list[int] = field(default_factory=lambda: [64, 256, 1024])
     """Also report the exact gap with these numbers of renders (the run's own K is the reference)."""
 
 
@@ -60,9 +63,27 @@ def run_report(run: Path, args: Args) -> dict:
     return {**report, "run": str(run), "step": ckpt["step"], "camera_map": cfg.variational.camera_map}
 
 
+def summary(reports: list[dict]) -> dict:
+    """Mean, min and max over runs of the learned gap and of its ratio to the exact gap at each bank size."""
+    def stats(values: list[float]) -> dict:
+        return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+
+    times = list(reports[0]["learned"])
+    exact = {str(reports[0]["bank_size"]): [r["exact"] for r in reports]}
+    for k in reports[0]["exact_by_bank_size"]:
+        exact[k] = [r["exact_by_bank_size"][k] for r in reports]
+    out = {"runs": [r["run"] for r in reports],
+           "learned": {t: stats([r["learned"][t] for r in reports]) for t in times}}
+    for k, per_run in exact.items():
+        out[f"ratio_K{k}"] = {t: stats([r["learned"][t] / e[t] for r, e in zip(reports, per_run)]) for t in times}
+    return out
+
+
 def main() -> None:
     args = tyro.cli(Args)
     report = run_report(args.run, args)
+    if args.across:
+        report["across_seeds"] = summary([report, *(run_report(run, args) for run in args.across)])
     for item in args.also:
         name, _, path = item.partition("=")
         report[name] = run_report(Path(path), args)

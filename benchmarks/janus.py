@@ -1,30 +1,35 @@
 #!/usr/bin/env python
 """Janus rates of SDS, VSD and ESD in the synthetic world (issue 12's benchmark).
 
-Every run is the demo preset (`configs/demo.yaml`) with only the method, the seed and the setting changed.
+Every run is the demo preset (`configs/demo.yaml`) with only the method, the seed, the setting and the
+variational network changed.
 Settings:
   main                  photo set uniform in azimuth (front share 0.25), no view prompts; the training
                         cameras are the photos' orbit. The fair test: with lam = 1 ESD minimises
                         KL(q || p) over renders, and here the true head is that optimum.
   main-nomap            main with the variational UNet's camera as a class embedding only (threestudio's
-                        design, and the demo preset's).
+                        design).
   main-vpred            main with the network trained to predict v (its loss weighs high t 1/alphabar
-                        more than eps does) and a finer camera map (16x16 grid, 4 Fourier octaves): the
-                        network whose camera branch comes closest to the exact estimator's (camera_gap.json).
+                        more than eps does) and a finer camera map (16x16 grid, 4 Fourier octaves of the
+                        camera).
+  main-vpred-map32      the same with a full-resolution (32x32) camera map: the demo preset's network,
+                        the one whose camera branch comes closest to the exact estimator's (camera_gap.json).
   oracle                the same photo set; a photometric fit and SDS with strong view prompts (kappa 5):
                         proof that the world and the optimiser can express the truth.
   front0.7              70% of the photos within 45 deg of the front, no view prompts (secondary: a
                         front-biased p makes a Janus head closer to ESD's optimum than the truth).
-  front0.7-viewprompts  the same with view prompts (kappa 0.12). Both with the preset's network.
-Methods: sds; vsd, esd_lam0.5, esd_lam1.0 with the learned variational network (in `main` with the camera
-also as a spatial input, `--variational.camera-map`, so that its camera branch carries the camera); and
-vsd-exact, esd_lam0.5-exact, esd_lam1.0-exact with the exact estimator (fresh renders, Dirac camera branch).
+  front0.7-viewprompts  the same with view prompts (kappa 0.12). Both with the class-embedding network.
+Methods: sds; vsd, esd_lam0.5, esd_lam1.0 with the learned variational network (in `main` predicting eps,
+with the camera also as a coarse spatial input, `--variational.camera-map`); and vsd-exact,
+esd_lam0.5-exact, esd_lam1.0-exact with the exact estimator (fresh renders, Dirac camera branch). Each
+setting spells its network out in full, so the rows do not change when the demo preset's network does.
 
 The runs go through `esd-gs batch`'s machinery (esd_gs/batch.py: one Ray task per run, one CPU thread
 each, on a local Ray instance or --address); finished runs are reused, so an interrupted benchmark
 continues. Outputs: docs/results/janus.json
 ({setting: {method: {metric: [per seed]}}}), the table in docs/results.md (between its markers; the text
-around them is kept) and docs/results/strip_<method>.png (turntables of the main setting, a row per seed).
+around them is kept) and docs/results/strip_<setting>_<method>.png (turntables, a row per seed, for the
+settings in --strips).
 
     python benchmarks/janus.py --settings main --seeds 10
 """
@@ -58,16 +63,31 @@ METHODS = {
     "sds-hardview": ["--guidance", "sds", "--prior.view-dependent-prompt", "--synthetic.view-kappa", "5"],
 }
 NO_PROMPTS = ["--prior.no-view-dependent-prompt"]
+FAIR = ["--synthetic.front-share", "0.25", *NO_PROMPTS]
+# The learned variational networks, each spelled out in full so that a change of the demo preset's
+# network changes no setting's runs.
+CLASS_EMBEDDING = ["--variational.no-camera-map", "--variational.camera-frequencies", "0",
+                   "--synthetic.unet-prediction", "epsilon"]
+CAMERA_MAP = ["--variational.camera-map", "--variational.camera-map-grid", "0", "--variational.camera-frequencies",
+              "0", "--synthetic.unet-prediction", "epsilon"]
+
+
+def v_camera_map(grid: int) -> list[str]:
+    """The network trained to predict v, with a camera map of this grid and 4 Fourier octaves of the camera."""
+    return ["--variational.camera-map", "--variational.camera-map-grid", str(grid),
+            "--variational.camera-frequencies", "4", "--synthetic.unet-prediction", "v_prediction"]
+
+
+VARIATIONAL = ["vsd", "esd_lam0.5", "esd_lam1.0"]
 SETTINGS = {  # name: (flags, methods)
-    "main": (["--synthetic.front-share", "0.25", *NO_PROMPTS, "--variational.camera-map"], LEARNED + EXACT),
-    "main-nomap": (["--synthetic.front-share", "0.25", *NO_PROMPTS, "--variational.no-camera-map"],
-                   ["vsd", "esd_lam1.0"]),
-    "main-vpred": (["--synthetic.front-share", "0.25", *NO_PROMPTS, "--variational.camera-map",
-                    "--synthetic.unet-prediction", "v_prediction", "--variational.camera-map-grid", "16",
-                    "--variational.camera-frequencies", "4"], ["vsd", "esd_lam0.5", "esd_lam1.0"]),
+    "main": ([*FAIR, *CAMERA_MAP], LEARNED + EXACT),
+    "main-nomap": ([*FAIR, *CLASS_EMBEDDING], ["vsd", "esd_lam1.0"]),
+    "main-vpred": ([*FAIR, *v_camera_map(16)], VARIATIONAL),
+    "main-vpred-map32": ([*FAIR, *v_camera_map(32)], VARIATIONAL),
     "oracle": (["--synthetic.front-share", "0.25"], ["photometric", "sds-hardview"]),
-    "front0.7": (["--synthetic.front-share", "0.7", *NO_PROMPTS], LEARNED),
-    "front0.7-viewprompts": (["--synthetic.front-share", "0.7", "--prior.view-dependent-prompt"], LEARNED),
+    "front0.7": (["--synthetic.front-share", "0.7", *NO_PROMPTS, *CLASS_EMBEDDING], LEARNED),
+    "front0.7-viewprompts": (["--synthetic.front-share", "0.7", "--prior.view-dependent-prompt", *CLASS_EMBEDDING],
+                             LEARNED),
 }
 METRICS = ("janus", "front_share", "face_count", "view_error_deg", "view_variety", "iv", "iq")
 STRIP_FRAMES = 8
@@ -84,6 +104,8 @@ class Args:
     results_dir: Path = REPO / "docs" / "results"
     steps: int | None = None
     """Override the demo preset's steps (default: the preset's)."""
+    strips: list[str] = field(default_factory=lambda: ["main", "main-vpred-map32"])
+    """Settings whose turntable strips are written when they are run (about 0.5 MB each)."""
 
 
 def run_name(setting: str, method: str, seed: int) -> str:
@@ -156,9 +178,9 @@ def main() -> None:
         for k in METRICS:
             results[s][m][k].append(int(report[k]) if k == "janus" else report[k])
     path.write_text(json.dumps(results, indent=1) + "\n")
-    if "main" in args.settings:
-        for m in SETTINGS["main"][1]:
-            iio.imwrite(args.results_dir / f"strip_{m}.png", strip(args, "main", m, seeds))
+    for s in [s for s in args.settings if s in args.strips]:
+        for m in SETTINGS[s][1]:
+            iio.imwrite(args.results_dir / f"strip_{s}_{m}.png", strip(args, s, m, seeds))
     text = table({s: results[s] for s in SETTINGS if s in results})
     write_table(args.results_dir.parent / "results.md", text)
     print(text)
