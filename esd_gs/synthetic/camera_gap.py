@@ -10,6 +10,8 @@ on the same renders, noise and timesteps.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..cameras import sample_orbit
@@ -41,24 +43,30 @@ def camera_gaps(prior: Prior, variational: Variational, latents: torch.Tensor, c
 
 
 def gap_report(prior, learned: Variational, splats, cfg: SyntheticConfig, views: int = 16, draws: int = 4,
-               banks: int = 4, seed: int = 0) -> dict:
+               banks: int = 4, seed: int = 0, more_bank_sizes: tuple[int, ...] = ()) -> dict:
     """{"learned": {t: gap}, "exact": {t: gap}, ...} for `views` orbit renders of `splats`; the exact gap is
-    the mean over `banks` independent banks of K renders (one bank's value varies by about 10%)."""
+    the mean over `banks` independent banks of K = cfg.bank_size renders (one bank's value varies by about
+    10%), and under "exact_by_bank_size" the same with each of `more_bank_sizes` renders."""
     g = torch.Generator().manual_seed(seed)
     cams = sample_orbit(cfg.camera_config(), views, cfg.resolution, g)
     latents = prior.encode(render_frames(splats, cams, depth=False)[0])
     cam16 = cams.camera_embedding_input()
     noise = torch.randn(draws, *latents.shape, generator=g)
-    exact_gaps = []
-    for b in range(banks):
-        # the exact estimator draws its bank cameras from the global RNG: seeded apart from the views'
-        # cameras above, or the bank would hold the evaluated renders themselves (a Dirac in disguise)
-        torch.manual_seed(seed + 1 + b)
-        exact = ExactVariational(cfg, prior.scheduler)
-        exact.update(latents, cam16, lambda c: prior.encode(render_frames(splats, c, depth=False)[0]))
-        exact_gaps.append(camera_gaps(prior, exact, latents, cam16, noise))
-    exact_mean = {t: sum(e[t] for e in exact_gaps) / banks for t in exact_gaps[0]}
+
+    def exact_gap(bank_size: int) -> dict[str, float]:
+        gaps = []
+        for b in range(banks):
+            # the exact estimator draws its bank cameras from the global RNG: seeded apart from the views'
+            # cameras above, or the bank would hold the evaluated renders themselves (a Dirac in disguise)
+            torch.manual_seed(seed + 1 + b)
+            exact = ExactVariational(dataclasses.replace(cfg, bank_size=bank_size), prior.scheduler)
+            exact.update(latents, cam16, lambda c: prior.encode(render_frames(splats, c, depth=False)[0]))
+            gaps.append(camera_gaps(prior, exact, latents, cam16, noise))
+        return {t: sum(e[t] for e in gaps) / banks for t in gaps[0]}
+
+    exact_mean = exact_gap(cfg.bank_size)
     learned_gaps = camera_gaps(prior, learned, latents, cam16, noise)
     return {"learned": learned_gaps, "exact": exact_mean,
             "ratio": {t: learned_gaps[t] / exact_mean[t] for t in exact_mean},
-            "views": views, "noise_draws": draws, "bank_size": cfg.bank_size, "banks": banks}
+            "views": views, "noise_draws": draws, "bank_size": cfg.bank_size, "banks": banks,
+            "exact_by_bank_size": {str(k): exact_gap(k) for k in more_bank_sizes}}
