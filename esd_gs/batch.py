@@ -323,27 +323,30 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
     counts = {"done": sum(r["status"] == "done" for r in rows.values()),
               "failed": sum(r["status"] == "failed" for r in rows.values())}
     try:
-        waiting = list(refs)
+        waiting, shown = list(refs), None  # shown: the counts last printed
         while waiting:
             finished, waiting = ray.wait(waiting, num_returns=1, timeout=2.0)
+            for ref in finished:
+                job = refs[ref]
+                seconds = time.time() - started[job.index]  # since submission: queueing included
+                try:
+                    result = ray.get(ref)
+                    rows[job.index] = row(job, "done", result["seconds"], metrics={
+                        "n_gaussians": result["n_gaussians"], "skipped_steps": result["skipped_steps"],
+                        **result.get("janus", {})})
+                    counts["done"] += 1
+                except Exception as e:  # noqa: BLE001 - a failed job is recorded, the others go on
+                    rows[job.index] = row(job, "failed", seconds, error=one_line(e))
+                    counts["failed"] += 1
+                write_index(batch_dir, list(rows.values()))
             running = sum((refs[ref].run_dir / RUNNING).exists() for ref in waiting)
-            bar.set_postfix(done=counts["done"], failed=counts["failed"], running=running,
-                            queued=len(waiting) - running, refresh=live)  # a log file gets a line a job
-            if not finished:
-                continue
-            job = refs[finished[0]]
-            seconds = time.time() - started[job.index]  # since submission: queueing included
-            try:
-                result = ray.get(finished[0])
-                rows[job.index] = row(job, "done", result["seconds"], metrics={
-                    "n_gaussians": result["n_gaussians"], "skipped_steps": result["skipped_steps"],
-                    **result.get("janus", {})})
-                counts["done"] += 1
-            except Exception as e:  # noqa: BLE001 - a failed job is recorded, the others go on
-                rows[job.index] = row(job, "failed", seconds, error=one_line(e))
-                counts["failed"] += 1
-            write_index(batch_dir, list(rows.values()))
-            bar.update(1)
+            state = {**counts, "running": running, "queued": len(waiting) - running}
+            # a terminal redraws every poll; a log file gets a line when a job finishes (update) and one when
+            # the counts change between finishes (the next job's worker has started), so no line is stale
+            bar.set_postfix(**state, refresh=live or (not finished and state != shown))
+            if finished:
+                bar.update(len(finished))
+            shown = state
     except KeyboardInterrupt:
         for ref in waiting:
             ray.cancel(ref)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,8 +50,10 @@ def test_batch_on_a_local_ray_cluster(tmp_path):
     jobs.write_text("- {prompt: a head, lam: 0.5}\n- {prompt: a head, run_name: bad, render.resolutoin: 32}\n")
     out = tmp_path / "batch"
     r = cli("batch", jobs, "--preset", "demo", "--steps", "20", "--seeds", "0,1,2", "--output-dir", out,
-            "--num-cpus", "2", "--no-progress", *SMALL)
+            "--num-cpus", "2", *SMALL)
     assert r.returncode == 2 and "3 of 6 jobs failed" in r.stderr, r.stderr
+    last_bar = [line for line in re.split(r"[\r\n]", r.stderr) if line.startswith("batch:")][-1]
+    assert "6/6" in last_bar and "done=3, failed=3, queued=0, running=0" in last_bar, last_bar  # tqdm sorts keys
     rows = json.loads((out / "index.json").read_text())
     done = [row for row in rows if row["status"] == "done"]
     failed = [row for row in rows if row["status"] == "failed"]
