@@ -84,8 +84,9 @@ def test_densifier_really_resets_opacity():
 
 def test_camera_gap_by_hand():
     """gap(t) = |eps_cam - eps_free| / |eps_prior - eps_cam|: 0 for an estimator that ignores the camera,
-    the Dirac's own value computed by hand for the exact estimator."""
-    from esd_gs.synthetic.camera_gap import camera_gaps
+    the Dirac's own value computed by hand for the exact estimator; so are its branches' distances to the
+    Dirac."""
+    from esd_gs.synthetic.camera_gap import branch_norms, camera_gaps, dirac_distances
     from esd_gs.synthetic.prior import SyntheticPrior, ideal_eps
     from esd_gs.synthetic.variational import ExactVariational
 
@@ -109,3 +110,6 @@ def test_camera_gap_by_hand():
     free = ideal_eps(x_t, t, prior.images[10:18], torch.zeros(8), prior.scheduler)
     by_hand = float((noise[0] - free).norm() / (prior.guided_eps(x_t, t, None, 1.0) - noise[0]).norm())
     assert camera_gaps(prior, exact, latents, cam16, noise, (300,))["300"] == pytest.approx(by_hand, rel=1e-5)
+    to_dirac = dirac_distances(branch_norms(prior, exact, latents, cam16, noise, (300,)))["300"]
+    assert to_dirac["camera"] == 0.0
+    assert to_dirac["free"] == pytest.approx(by_hand, rel=1e-5)  # |free - noise| / |prior - noise| here

@@ -25,48 +25,80 @@ TIMESTEPS = (200, 500, 800)
 
 
 @torch.no_grad()
-def camera_gaps(prior: Prior, variational: Variational, latents: torch.Tensor, cam16: torch.Tensor,
-                noise: torch.Tensor, timesteps=TIMESTEPS) -> dict[str, float]:
-    """gap(t) for each t; latents/cam16 [V,...] views, noise [D,V,...] draws per view."""
-    gaps = {}
+def branch_norms(prior: Prior, variational: Variational, latents: torch.Tensor, cam16: torch.Tensor,
+                 noise: torch.Tensor, timesteps=TIMESTEPS) -> dict[str, dict[str, float]]:
+    """Frobenius norms per t over the views and noise draws (latents/cam16 [V,...], noise [D,V,...]) of
+    gap = eps_cam - eps_free, distill = eps_prior - eps_cam, and the distances to the Dirac (the injected
+    noise, the exact camera branch): camera = eps_cam - noise, free = eps_free - noise, prior = eps_prior -
+    noise."""
+    norms = {}
     for t_value in timesteps:
-        num = den = 0.0
+        sq = dict.fromkeys(("gap", "distill", "camera", "free", "prior"), 0.0)
         for eps in noise:
             t = torch.full((len(latents),), t_value, dtype=torch.long)
             x_t = prior.scheduler.add_noise(latents, eps, t)
             eps_free, eps_cam = variational.eps_branches(x_t, t, cam16, eps, 0.5)
             eps_prior = prior.guided_eps(x_t, t, None, 1.0)
-            num += float(((eps_cam - eps_free) ** 2).sum())
-            den += float(((eps_prior - eps_cam) ** 2).sum())
-        gaps[str(t_value)] = (num / den) ** 0.5
-    return gaps
+            for key, diff in (("gap", eps_cam - eps_free), ("distill", eps_prior - eps_cam),
+                              ("camera", eps_cam - eps), ("free", eps_free - eps), ("prior", eps_prior - eps)):
+                sq[key] += float((diff**2).sum())
+        norms[str(t_value)] = {k: v**0.5 for k, v in sq.items()}
+    return norms
+
+
+def camera_gaps(prior: Prior, variational: Variational, latents: torch.Tensor, cam16: torch.Tensor,
+                noise: torch.Tensor, timesteps=TIMESTEPS) -> dict[str, float]:
+    """gap(t) for each t; latents/cam16 [V,...] views, noise [D,V,...] draws per view."""
+    return gaps_from_norms(branch_norms(prior, variational, latents, cam16, noise, timesteps))
+
+
+def gaps_from_norms(norms: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {t: n["gap"] / n["distill"] for t, n in norms.items()}
+
+
+def dirac_distances(norms: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Each branch's distance to the Dirac relative to the prior's, per t: how well an estimator knows the
+    current renders (0 for the exact camera branch; the prior's distance is the scale of the update)."""
+    return {t: {"camera": n["camera"] / n["prior"], "free": n["free"] / n["prior"]} for t, n in norms.items()}
 
 
 def gap_report(prior, learned: Variational, splats, cfg: SyntheticConfig, views: int = 16, draws: int = 4,
                banks: int = 4, seed: int = 0, more_bank_sizes: tuple[int, ...] = ()) -> dict:
     """{"learned": {t: gap}, "exact": {t: gap}, ...} for `views` orbit renders of `splats`; the exact gap is
     the mean over `banks` independent banks of K = cfg.bank_size renders (one bank's value varies by about
-    10%), and under "exact_by_bank_size" the same with each of `more_bank_sizes` renders."""
+    10%), under "exact_by_bank_size" the same with each of `more_bank_sizes` renders, and under
+    "distance_to_dirac" each branch's `dirac_distances` (the exact one's with K = cfg.bank_size)."""
     g = torch.Generator().manual_seed(seed)
     cams = sample_orbit(cfg.camera_config(), views, cfg.resolution, g)
     latents = prior.encode(render_frames(splats, cams, depth=False)[0])
     cam16 = cams.camera_embedding_input()
     noise = torch.randn(draws, *latents.shape, generator=g)
 
-    def exact_gap(bank_size: int) -> dict[str, float]:
-        gaps = []
+    def exact_norms(bank_size: int) -> list[dict]:
+        norms = []
         for b in range(banks):
             # the exact estimator draws its bank cameras from the global RNG: seeded apart from the views'
             # cameras above, or the bank would hold the evaluated renders themselves (a Dirac in disguise)
             torch.manual_seed(seed + 1 + b)
             exact = ExactVariational(dataclasses.replace(cfg, bank_size=bank_size), prior.scheduler)
             exact.update(latents, cam16, lambda c: prior.encode(render_frames(splats, c, depth=False)[0]))
-            gaps.append(camera_gaps(prior, exact, latents, cam16, noise))
-        return {t: sum(e[t] for e in gaps) / banks for t in gaps[0]}
+            norms.append(branch_norms(prior, exact, latents, cam16, noise))
+        return norms
 
-    exact_mean = exact_gap(cfg.bank_size)
-    learned_gaps = camera_gaps(prior, learned, latents, cam16, noise)
-    return {"learned": learned_gaps, "exact": exact_mean,
-            "ratio": {t: learned_gaps[t] / exact_mean[t] for t in exact_mean},
+    def mean(per_bank: list[dict]) -> dict:
+        """Mean over banks of {t: value} or {t: {key: value}}."""
+        first = per_bank[0]
+        return {k: mean([e[k] for e in per_bank]) if isinstance(first[k], dict) else
+                sum(e[k] for e in per_bank) / len(per_bank) for k in first}
+
+    exact = exact_norms(cfg.bank_size)
+    exact_gaps = mean([gaps_from_norms(norms) for norms in exact])
+    learned = branch_norms(prior, learned, latents, cam16, noise)
+    learned_gaps = gaps_from_norms(learned)
+    return {"learned": learned_gaps, "exact": exact_gaps,
+            "ratio": {t: learned_gaps[t] / exact_gaps[t] for t in exact_gaps},
             "views": views, "noise_draws": draws, "bank_size": cfg.bank_size, "banks": banks,
-            "exact_by_bank_size": {str(k): exact_gap(k) for k in more_bank_sizes}}
+            "exact_by_bank_size": {str(k): mean([gaps_from_norms(norms) for norms in exact_norms(k)])
+                                   for k in more_bank_sizes},
+            "distance_to_dirac": {"learned": dirac_distances(learned),
+                                  "exact": mean([dirac_distances(norms) for norms in exact])}}
