@@ -14,6 +14,9 @@ Settings:
                         camera).
   main-vpred-map32      the same with a full-resolution (32x32) camera map: the demo preset's network,
                         the one whose camera branch comes closest to the exact estimator's (camera_gap.json).
+  main-exact1200        VSD and ESD lam 1 with the exact estimator in 3x longer runs (1200 steps; t_max
+                        drops at 600, densification until 900), the bank re-rendered every 4 steps: the
+                        exact estimator's strongest variant on tuning seeds (docs/results.md section 4).
   oracle                the same photo set; a photometric fit and SDS with strong view prompts (kappa 5):
                         proof that the world and the optimiser can express the truth.
   front0.7              70% of the photos within 45 deg of the front, no view prompts (secondary: a
@@ -71,6 +74,9 @@ CLASS_EMBEDDING = ["--variational.no-camera-map", "--variational.camera-frequenc
 CAMERA_MAP = ["--variational.camera-map", "--variational.camera-map-grid", "0", "--variational.camera-frequencies",
               "0", "--synthetic.unet-prediction", "epsilon"]
 
+EXACT_LONG = ["--steps", "1200", "--prior.anneal-step", "600", "--densify.refine-stop-iter", "900",
+              "--synthetic.bank-refresh-every", "4"]
+
 
 def v_camera_map(grid: int) -> list[str]:
     """The network trained to predict v, with a camera map of this grid and 4 Fourier octaves of the camera."""
@@ -84,6 +90,7 @@ SETTINGS = {  # name: (flags, methods)
     "main-nomap": ([*FAIR, *CLASS_EMBEDDING], ["vsd", "esd_lam1.0"]),
     "main-vpred": ([*FAIR, *v_camera_map(16)], VARIATIONAL),
     "main-vpred-map32": ([*FAIR, *v_camera_map(32)], VARIATIONAL),
+    "main-exact1200": ([*FAIR, *EXACT_LONG], ["vsd-exact", "esd_lam1.0-exact"]),
     "oracle": (["--synthetic.front-share", "0.25"], ["photometric", "sds-hardview"]),
     "front0.7": (["--synthetic.front-share", "0.7", *NO_PROMPTS, *CLASS_EMBEDDING], LEARNED),
     "front0.7-viewprompts": (["--synthetic.front-share", "0.7", "--prior.view-dependent-prompt", *CLASS_EMBEDDING],
@@ -104,7 +111,7 @@ class Args:
     results_dir: Path = REPO / "docs" / "results"
     steps: int | None = None
     """Override the demo preset's steps (default: the preset's)."""
-    strips: list[str] = field(default_factory=lambda: ["main", "main-vpred-map32"])
+    strips: list[str] = field(default_factory=lambda: ["main", "main-vpred-map32", "main-exact1200"])
     """Settings whose turntable strips are written when they are run (about 0.5 MB each)."""
 
 
