@@ -14,9 +14,9 @@ Settings:
                         camera).
   main-vpred-map32      the same with a full-resolution (32x32) camera map: the demo preset's network,
                         the one whose camera branch comes closest to the exact estimator's (camera_gap.json).
-  main-exact1200        VSD and ESD lam 1 with the exact estimator in 3x longer runs (1200 steps; t_max
-                        drops at 600, densification until 900), the bank re-rendered every 4 steps: the
-                        exact estimator's strongest variant on tuning seeds (docs/results.md section 4).
+  main-exact1200        main's exact rows in 3x longer runs (1200 steps; t_max drops at 600,
+                        densification until 900), the bank re-rendered every 4 steps: the exact
+                        estimator's strongest variant on tuning seeds (docs/results.md section 4).
   oracle                the same photo set; a photometric fit and SDS with strong view prompts (kappa 5):
                         proof that the world and the optimiser can express the truth.
   front0.7              70% of the photos within 45 deg of the front, no view prompts (secondary: a
@@ -90,7 +90,7 @@ SETTINGS = {  # name: (flags, methods)
     "main-nomap": ([*FAIR, *CLASS_EMBEDDING], ["vsd", "esd_lam1.0"]),
     "main-vpred": ([*FAIR, *v_camera_map(16)], VARIATIONAL),
     "main-vpred-map32": ([*FAIR, *v_camera_map(32)], VARIATIONAL),
-    "main-exact1200": ([*FAIR, *EXACT_LONG], ["vsd-exact", "esd_lam1.0-exact"]),
+    "main-exact1200": ([*FAIR, *EXACT_LONG], EXACT),
     "oracle": (["--synthetic.front-share", "0.25"], ["photometric", "sds-hardview"]),
     "front0.7": (["--synthetic.front-share", "0.7", *NO_PROMPTS, *CLASS_EMBEDDING], LEARNED),
     "front0.7-viewprompts": (["--synthetic.front-share", "0.7", "--prior.view-dependent-prompt", *CLASS_EMBEDDING],
