@@ -4,6 +4,8 @@
 for the exact estimator on the same renders (esd_gs/synthetic/camera_gap.py).
 
     python benchmarks/camera_gap.py RUN [--across RUN ...] [--also NAME=RUN ...] [--output docs/results/camera_gap.json]
+    python benchmarks/camera_gap.py RUN --refit-steps 1600 [--refit-batch 4]   (the learned gap as RUN's
+        network keeps training on RUN's final object; printed as JSON lines, nothing else is measured)
 
 docs/results/camera_gap.json was made from the benchmark's runs (`python benchmarks/janus.py`) by the
 command in docs/results.md section 3: RUN = the demo network's seed 0, --across its seeds 1-9, --also the
@@ -25,7 +27,7 @@ from esd_gs.errors import UserError
 from esd_gs.gaussians import splats_from_tensors
 from esd_gs.io.atomic import write_json
 from esd_gs.io.checkpoint import latest_checkpoint
-from esd_gs.synthetic.camera_gap import gap_report
+from esd_gs.synthetic.camera_gap import gap_report, refit
 from esd_gs.worlds.synthetic import SyntheticWorld
 
 
@@ -43,9 +45,15 @@ class Args:
     draws: int = 4
     more_bank_sizes: list[int] = field(default_factory=lambda: [64, 256, 1024])
     """Also report the exact gap with these numbers of renders (the run's own K is the reference)."""
+    refit_steps: int = 0
+    """Instead of the report: freeze RUN's object, train its network this many more steps and print the
+    learned gaps at the start and every quarter (esd_gs/synthetic/camera_gap.py `refit`)."""
+    refit_batch: int = 4
+    """Fresh renders a refit step (the demo trains on 4 a step)."""
 
 
-def run_report(run: Path, args: Args) -> dict:
+def load_run(run: Path):
+    """(config, synthetic objective with the run's final network, final splats, step) of a finished run."""
     data = yaml.safe_load((run / "config.yaml").read_text())
     data.pop("preset", None)
     cfg = from_dict(TrainConfig, data)
@@ -54,10 +62,14 @@ def run_report(run: Path, args: Args) -> dict:
     ckpt = latest_checkpoint(run / "checkpoints")
     objective = SyntheticWorld(cfg, pick_device("cpu")).objective()
     objective.load_state_dict(ckpt["objective"])
-    splats = splats_from_tensors(ckpt["splats"])
+    return cfg, objective, splats_from_tensors(ckpt["splats"]), ckpt["step"]
+
+
+def run_report(run: Path, args: Args) -> dict:
+    cfg, objective, splats, step = load_run(run)
     report = gap_report(objective.prior, objective.variational, splats, cfg.synthetic, args.views, args.draws,
                         more_bank_sizes=tuple(args.more_bank_sizes))
-    return {**report, "run": str(run), "step": ckpt["step"], "camera_map": cfg.variational.camera_map}
+    return {**report, "run": str(run), "step": step, "camera_map": cfg.variational.camera_map}
 
 
 def summary(reports: list[dict]) -> dict:
@@ -78,6 +90,13 @@ def summary(reports: list[dict]) -> dict:
 
 def main() -> None:
     args = tyro.cli(Args)
+    if args.refit_steps:
+        cfg, objective, splats, step = load_run(args.run)
+        for entry in refit(objective.prior, objective.variational, splats, cfg.synthetic, args.refit_steps,
+                           args.refit_batch, views=args.views, draws=args.draws):
+            print(json.dumps({"run": str(args.run), "run_step": step, "refit_batch": args.refit_batch, **entry}),
+                         flush=True)
+        return
     report = run_report(args.run, args)
     if args.across:
         report["across_seeds"] = summary([report, *(run_report(run, args) for run in args.across)])

@@ -113,3 +113,25 @@ def test_camera_gap_by_hand():
     to_dirac = dirac_distances(branch_norms(prior, exact, latents, cam16, noise, (300,)))["300"]
     assert to_dirac["camera"] == 0.0
     assert to_dirac["free"] == pytest.approx(by_hand, rel=1e-5)  # |free - noise| / |prior - noise| here
+
+
+def test_refit_trains_only_the_network_and_starts_from_gap_reports_views():
+    """camera_gap.refit: its step-0 learned gaps are gap_report's (same views and noise); refit steps change
+    the network's predictions and leave the object alone."""
+    from esd_gs.config import TrainConfig
+    from esd_gs.gaussians import GaussianConfig, init_sphere
+    from esd_gs.synthetic.camera_gap import gap_report, refit
+    from esd_gs.worlds.synthetic import SyntheticWorld
+
+    cfg = TrainConfig(guidance="esd")
+    cfg.synthetic.num_images, cfg.synthetic.bank_size = 16, 4
+    objective = SyntheticWorld(cfg, torch.device("cpu")).objective()
+    splats = init_sphere(GaussianConfig(num_points=200), torch.Generator().manual_seed(0))
+    before = {k: v.detach().clone() for k, v in splats.items()}
+    report = gap_report(objective.prior, objective.variational, splats, cfg.synthetic, views=2, draws=1, banks=1)
+    entries = refit(objective.prior, objective.variational, splats, cfg.synthetic, steps=2, batch=2, reports=2,
+                    views=2, draws=1)
+    assert [e["step"] for e in entries] == [0, 1, 2]
+    assert entries[0]["learned"] == pytest.approx(report["learned"], rel=1e-6)
+    assert entries[2]["learned"]["200"] != pytest.approx(entries[0]["learned"]["200"], rel=1e-3)
+    assert all(torch.equal(before[k], v) for k, v in splats.items())

@@ -62,17 +62,23 @@ def dirac_distances(norms: dict[str, dict[str, float]]) -> dict[str, dict[str, f
     return {t: {"camera": n["camera"] / n["prior"], "free": n["free"] / n["prior"]} for t, n in norms.items()}
 
 
+@torch.no_grad()
+def evaluation_views(prior: Prior, splats, cfg: SyntheticConfig, views: int, draws: int,
+                     seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(latents [V,...], cam16 [V,16], noise [D,V,...]): `views` orbit renders of `splats` and their noise."""
+    g = torch.Generator().manual_seed(seed)
+    cams = sample_orbit(cfg.camera_config(), views, cfg.resolution, g)
+    latents = prior.encode(render_frames(splats, cams, depth=False)[0])
+    return latents, cams.camera_embedding_input(), torch.randn(draws, *latents.shape, generator=g)
+
+
 def gap_report(prior, learned: Variational, splats, cfg: SyntheticConfig, views: int = 16, draws: int = 4,
                banks: int = 4, seed: int = 0, more_bank_sizes: tuple[int, ...] = ()) -> dict:
     """{"learned": {t: gap}, "exact": {t: gap}, ...} for `views` orbit renders of `splats`; the exact gap is
     the mean over `banks` independent banks of K = cfg.bank_size renders (one bank's value varies by about
     10%), under "exact_by_bank_size" the same with each of `more_bank_sizes` renders, and under
     "distance_to_dirac" each branch's `dirac_distances` (the exact one's with K = cfg.bank_size)."""
-    g = torch.Generator().manual_seed(seed)
-    cams = sample_orbit(cfg.camera_config(), views, cfg.resolution, g)
-    latents = prior.encode(render_frames(splats, cams, depth=False)[0])
-    cam16 = cams.camera_embedding_input()
-    noise = torch.randn(draws, *latents.shape, generator=g)
+    latents, cam16, noise = evaluation_views(prior, splats, cfg, views, draws, seed)
 
     def exact_norms(bank_size: int) -> list[dict]:
         norms = []
@@ -102,3 +108,26 @@ def gap_report(prior, learned: Variational, splats, cfg: SyntheticConfig, views:
                                    for k in more_bank_sizes},
             "distance_to_dirac": {"learned": dirac_distances(learned),
                                   "exact": mean([dirac_distances(norms) for norms in exact])}}
+
+
+def refit(prior: Prior, learned: Variational, splats, cfg: SyntheticConfig, steps: int, batch: int,
+          reports: int = 4, views: int = 16, draws: int = 4, seed: int = 0) -> list[dict]:
+    """Freezes the object and keeps training `learned` on it (`batch` fresh renders at training-orbit
+    cameras a step, `steps` steps); the learned gaps and Dirac distances on gap_report's views, at the
+    start and `reports` times on the way. Tells whether a network's small-t accuracy is capped by its
+    form or by how much training it got on the object it ends with (issue 12's third round)."""
+    latents, cam16, noise = evaluation_views(prior, splats, cfg, views, draws, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+
+    def entry(step: int) -> dict:
+        norms = branch_norms(prior, learned, latents, cam16, noise)
+        return {"step": step, "learned": gaps_from_norms(norms), "distance_to_dirac": dirac_distances(norms)}
+
+    out = [entry(0)]
+    for step in range(1, steps + 1):
+        cams = sample_orbit(cfg.camera_config(), batch, cfg.resolution, g)
+        rendered = prior.encode(render_frames(splats, cams, depth=False)[0])
+        learned.update(rendered, cams.camera_embedding_input(), snapshot=None)
+        if step % max(1, steps // reports) == 0:
+            out.append(entry(step))
+    return out
