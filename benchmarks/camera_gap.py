@@ -5,7 +5,7 @@ for the exact estimator on the same renders (esd_gs/synthetic/camera_gap.py).
 
     python benchmarks/camera_gap.py RUN [--across RUN ...] [--also NAME=RUN ...] [--output docs/results/camera_gap.json]
     python benchmarks/camera_gap.py RUN --refit-steps 1600 [--refit-batch 4]   (the learned gap as RUN's
-        network keeps training on RUN's final object; printed as JSON lines, nothing else is measured)
+        network keeps training on RUN's final object; JSON lines, a list in --output; nothing else measured)
 
 docs/results/camera_gap.json was made from the benchmark's runs (`python benchmarks/janus.py`) by the
 command in docs/results.md section 3: RUN = the demo network's seed 0, --across its seeds 1-9, --also the
@@ -54,12 +54,16 @@ class Args:
 
 def load_run(run: Path):
     """(config, synthetic objective with the run's final network, final splats, step) of a finished run."""
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{run}: not a run folder (no config.yaml)")
     data = yaml.safe_load((run / "config.yaml").read_text())
     data.pop("preset", None)
     cfg = from_dict(TrainConfig, data)
     if cfg.world != "synthetic" or cfg.guidance not in ("vsd", "esd") or cfg.synthetic.variational != "learned":
         raise UserError(f"{run}: camera_gap needs a synthetic-world vsd/esd run with the learned network")
     ckpt = latest_checkpoint(run / "checkpoints")
+    if ckpt is None:
+        raise UserError(f"{run}: no readable checkpoint in {run / 'checkpoints'}")
     objective = SyntheticWorld(cfg, pick_device("cpu")).objective()
     objective.load_state_dict(ckpt["objective"])
     return cfg, objective, splats_from_tensors(ckpt["splats"]), ckpt["step"]
@@ -90,12 +94,22 @@ def summary(reports: list[dict]) -> dict:
 
 def main() -> None:
     args = tyro.cli(Args)
+    try:
+        measure(args)
+    except UserError as e:
+        raise SystemExit(f"camera_gap: {e}") from None
+
+
+def measure(args: Args) -> None:
     if args.refit_steps:
         cfg, objective, splats, step = load_run(args.run)
+        entries = []
         for entry in refit(objective.prior, objective.variational, splats, cfg.synthetic, args.refit_steps,
                            args.refit_batch, views=args.views, draws=args.draws):
-            print(json.dumps({"run": str(args.run), "run_step": step, "refit_batch": args.refit_batch, **entry}),
-                         flush=True)
+            entries.append({"run": str(args.run), "run_step": step, "refit_batch": args.refit_batch, **entry})
+            print(json.dumps(entries[-1]), flush=True)
+        if args.output:
+            write_json(args.output, entries)
         return
     report = run_report(args.run, args)
     if args.across:

@@ -129,8 +129,8 @@ def test_refit_trains_only_the_network_and_starts_from_gap_reports_views():
     splats = init_sphere(GaussianConfig(num_points=200), torch.Generator().manual_seed(0))
     before = {k: v.detach().clone() for k, v in splats.items()}
     report = gap_report(objective.prior, objective.variational, splats, cfg.synthetic, views=2, draws=1, banks=1)
-    entries = refit(objective.prior, objective.variational, splats, cfg.synthetic, steps=2, batch=2, reports=2,
-                    views=2, draws=1)
+    entries = list(refit(objective.prior, objective.variational, splats, cfg.synthetic, steps=2, batch=2,
+                         reports=2, views=2, draws=1))
     assert [e["step"] for e in entries] == [0, 1, 2]
     assert entries[0]["learned"] == pytest.approx(report["learned"], rel=1e-6)
     assert entries[2]["learned"]["200"] != pytest.approx(entries[0]["learned"]["200"], rel=1e-3)

@@ -11,6 +11,7 @@ on the same renders, noise and timesteps.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import torch
 
@@ -111,10 +112,10 @@ def gap_report(prior, learned: Variational, splats, cfg: SyntheticConfig, views:
 
 
 def refit(prior: Prior, learned: Variational, splats, cfg: SyntheticConfig, steps: int, batch: int,
-          reports: int = 4, views: int = 16, draws: int = 4, seed: int = 0) -> list[dict]:
+          reports: int = 4, views: int = 16, draws: int = 4, seed: int = 0) -> Iterator[dict]:
     """Freezes the object and keeps training `learned` on it (`batch` fresh renders at training-orbit
     cameras a step, `steps` steps); the learned gaps and Dirac distances on gap_report's views, at the
-    start and `reports` times on the way. Tells whether a network's small-t accuracy is capped by its
+    start and `reports` times on the way (yielded as they come). Tells whether a network's small-t accuracy is capped by its
     form or by how much training it got on the object it ends with (issue 12's third round)."""
     latents, cam16, noise = evaluation_views(prior, splats, cfg, views, draws, seed)
     g = torch.Generator().manual_seed(seed + 1)
@@ -123,11 +124,10 @@ def refit(prior: Prior, learned: Variational, splats, cfg: SyntheticConfig, step
         norms = branch_norms(prior, learned, latents, cam16, noise)
         return {"step": step, "learned": gaps_from_norms(norms), "distance_to_dirac": dirac_distances(norms)}
 
-    out = [entry(0)]
+    yield entry(0)
     for step in range(1, steps + 1):
         cams = sample_orbit(cfg.camera_config(), batch, cfg.resolution, g)
         rendered = prior.encode(render_frames(splats, cams, depth=False)[0])
         learned.update(rendered, cams.camera_embedding_input(), snapshot=None)
         if step % max(1, steps // reports) == 0:
-            out.append(entry(step))
-    return out
+            yield entry(step)
