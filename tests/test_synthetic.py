@@ -117,7 +117,7 @@ def test_camera_gap_by_hand():
 
 def test_refit_trains_only_the_network_and_starts_from_gap_reports_views():
     """camera_gap.refit: its step-0 learned gaps are gap_report's (same views and noise); refit steps change
-    the network's predictions and leave the object alone."""
+    the network's predictions, leave the object alone and are reproducible from the same state."""
     from esd_gs.config import TrainConfig
     from esd_gs.gaussians import GaussianConfig, init_sphere
     from esd_gs.synthetic.camera_gap import gap_report, refit
@@ -126,6 +126,7 @@ def test_refit_trains_only_the_network_and_starts_from_gap_reports_views():
     cfg = TrainConfig(guidance="esd")
     cfg.synthetic.num_images, cfg.synthetic.bank_size = 16, 4
     objective = SyntheticWorld(cfg, torch.device("cpu")).objective()
+    initial = {k: v.clone() for k, v in objective.variational.unet.state_dict().items()}
     splats = init_sphere(GaussianConfig(num_points=200), torch.Generator().manual_seed(0))
     before = {k: v.detach().clone() for k, v in splats.items()}
     report = gap_report(objective.prior, objective.variational, splats, cfg.synthetic, views=2, draws=1, banks=1)
@@ -135,3 +136,8 @@ def test_refit_trains_only_the_network_and_starts_from_gap_reports_views():
     assert entries[0]["learned"] == pytest.approx(report["learned"], rel=1e-6)
     assert entries[2]["learned"]["200"] != pytest.approx(entries[0]["learned"]["200"], rel=1e-3)
     assert all(torch.equal(before[k], v) for k, v in splats.items())
+    torch.manual_seed(123)  # a different global RNG state: refit seeds its own draws
+    again = SyntheticWorld(cfg, torch.device("cpu")).objective()
+    again.variational.unet.load_state_dict(initial)
+    assert list(refit(again.prior, again.variational, splats, cfg.synthetic, steps=2, batch=2, reports=2,
+                      views=2, draws=1)) == entries

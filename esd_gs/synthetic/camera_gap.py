@@ -63,13 +63,18 @@ def dirac_distances(norms: dict[str, dict[str, float]]) -> dict[str, dict[str, f
     return {t: {"camera": n["camera"] / n["prior"], "free": n["free"] / n["prior"]} for t, n in norms.items()}
 
 
+def render_latents(prior: Prior, splats, cams) -> torch.Tensor:
+    """The prior's latents of `splats` rendered at `cams` on white (no gradient): a variational `Snapshot`."""
+    return prior.encode(render_frames(splats, cams, depth=False)[0])
+
+
 @torch.no_grad()
 def evaluation_views(prior: Prior, splats, cfg: SyntheticConfig, views: int, draws: int,
                      seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(latents [V,...], cam16 [V,16], noise [D,V,...]): `views` orbit renders of `splats` and their noise."""
     g = torch.Generator().manual_seed(seed)
     cams = sample_orbit(cfg.camera_config(), views, cfg.resolution, g)
-    latents = prior.encode(render_frames(splats, cams, depth=False)[0])
+    latents = render_latents(prior, splats, cams)
     return latents, cams.camera_embedding_input(), torch.randn(draws, *latents.shape, generator=g)
 
 
@@ -88,7 +93,7 @@ def gap_report(prior, learned: Variational, splats, cfg: SyntheticConfig, views:
             # cameras above, or the bank would hold the evaluated renders themselves (a Dirac in disguise)
             torch.manual_seed(seed + 1 + b)
             exact = ExactVariational(dataclasses.replace(cfg, bank_size=bank_size), prior.scheduler)
-            exact.update(latents, cam16, lambda c: prior.encode(render_frames(splats, c, depth=False)[0]))
+            exact.update(latents, cam16, lambda c: render_latents(prior, splats, c))
             norms.append(branch_norms(prior, exact, latents, cam16, noise))
         return norms
 
@@ -114,20 +119,23 @@ def gap_report(prior, learned: Variational, splats, cfg: SyntheticConfig, views:
 def refit(prior: Prior, learned: Variational, splats, cfg: SyntheticConfig, steps: int, batch: int,
           reports: int = 4, views: int = 16, draws: int = 4, seed: int = 0) -> Iterator[dict]:
     """Freezes the object and keeps training `learned` on it (`batch` fresh renders at training-orbit
-    cameras a step, `steps` steps); the learned gaps and Dirac distances on gap_report's views, at the
-    start and `reports` times on the way (yielded as they come). Tells whether a network's small-t accuracy is capped by its
-    form or by how much training it got on the object it ends with (issue 12's third round)."""
+    cameras a step, `steps` steps); yields the learned gaps and Dirac distances on gap_report's views at
+    the start and `reports` times on the way. Tells whether a network's small-t accuracy is capped by its
+    form or by how much training it got on the object it ends with (docs/results.md section 5)."""
     latents, cam16, noise = evaluation_views(prior, splats, cfg, views, draws, seed)
     g = torch.Generator().manual_seed(seed + 1)
+    torch.manual_seed(seed + 1)  # the network's own draws (t, noise, camera dropout) come from the global RNG
 
     def entry(step: int) -> dict:
         norms = branch_norms(prior, learned, latents, cam16, noise)
         return {"step": step, "learned": gaps_from_norms(norms), "distance_to_dirac": dirac_distances(norms)}
 
+    def snapshot(cams) -> torch.Tensor:
+        return render_latents(prior, splats, cams)
+
     yield entry(0)
     for step in range(1, steps + 1):
         cams = sample_orbit(cfg.camera_config(), batch, cfg.resolution, g)
-        rendered = prior.encode(render_frames(splats, cams, depth=False)[0])
-        learned.update(rendered, cams.camera_embedding_input(), snapshot=None)
+        learned.update(snapshot(cams), cams.camera_embedding_input(), snapshot)
         if step % max(1, steps // reports) == 0:
             yield entry(step)
