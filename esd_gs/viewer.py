@@ -12,6 +12,7 @@ import threading
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from .cameras import Cameras, intrinsics
 from .io.media import to_uint8
@@ -40,6 +41,22 @@ def render_image(splats, cams: Cameras, mode: str = "rgb", background=(1.0, 1.0,
     return to_uint8((rgb if mode == "rgb" else depth_to_rgb(depth, alpha, background))[0])
 
 
+def framing_pose(means: Tensor, opacities: Tensor, fovy_rad: float, fill: float = 0.6,
+                 direction=(1.6, 0.6, 0.6)) -> tuple[np.ndarray, np.ndarray]:
+    """(camera position, look-at) that puts the object in the middle of the view, its bounding sphere
+    spanning `fill` of the view's vertical angle: like splat viewers' framing on load. The sphere is centred on
+    the median of the visible splats (opacity >= 0.1) and holds 95% of them, so stray floaters do not
+    shrink the object to a dot."""
+    keep = opacities.sigmoid() >= 0.1
+    visible = means[keep] if keep.any() else means
+    center = visible.median(dim=0).values
+    radius = float(torch.quantile((visible - center).norm(dim=-1), 0.95).clamp_min(1e-3))
+    distance = radius / math.sin(fill * fovy_rad / 2)
+    unit = np.asarray(direction, dtype=np.float64) / np.linalg.norm(direction)
+    center = center.double().numpy()
+    return center + distance * unit, center
+
+
 class Viewer:
     """Serves `splats` on http://host:port until `stop()`."""
 
@@ -52,8 +69,10 @@ class Viewer:
         render_image(splats, camera_from_pose((1.0, 0.0, 0.0, 0.0), (0.0, 0.0, -2.0), 0.8, 16, 16), backend=backend)
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
         self.server.scene.set_up_direction("+z")
-        self.server.initial_camera.position = (1.6, 0.6, 0.6)
-        self.server.initial_camera.look_at = (0.0, 0.0, 0.0)
+        position, look_at = framing_pose(splats["means"].detach().cpu(), splats["opacities"].detach().cpu(),
+                                         self.server.initial_camera.fov)
+        self.server.initial_camera.position = tuple(position)
+        self.server.initial_camera.look_at = tuple(look_at)
         gui = self.server.gui
         self.resolution = gui.add_slider("Max resolution", min=64, max=1024, step=32, initial_value=max_resolution)
         self.mode = gui.add_dropdown("Show", options=("rgb", "depth"), initial_value="rgb")

@@ -1,6 +1,7 @@
 """User tools: render, export (mesh, .splat, PLY), view, bench."""
 
 import json
+import math
 import socket
 import urllib.request
 
@@ -130,6 +131,39 @@ def test_viewer_serves_renders_and_stops():
         viewer.stop()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{viewer.port}/", timeout=2)
+
+
+def test_viewer_frames_the_object_on_load():
+    """The initial camera looks at the object's centre from where its bounding sphere fills 60% of the view
+    angle, whatever transparent splats lie far away: checked on a render from that pose."""
+    import viser.transforms as vtf
+
+    from esd_gs.render import render_frames
+    from esd_gs.viewer import camera_from_pose, framing_pose
+
+    sphere = surface_sphere(n=4000, floaters=0)
+    center = torch.tensor([0.3, -0.2, 0.1])
+    faint = 5.0 + torch.randn(400, 3)  # far away and nearly transparent: must not move the framing
+    means = torch.cat([sphere["means"].detach() + center, faint])
+    opacities = torch.cat([sphere["opacities"].detach(), torch.full((400,), -6.0)])
+    fovy = math.radians(75.0)
+    position, look_at = framing_pose(means, opacities, fovy)
+    assert np.allclose(look_at, center.numpy(), atol=0.03)
+
+    forward = (look_at - position) / np.linalg.norm(look_at - position)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    rotation = np.stack([right, np.cross(forward, right), forward], axis=1)  # OpenCV: x right, y down, z ahead
+    cams = camera_from_pose(vtf.SO3.from_matrix(rotation).wxyz, position, fovy, 64, 64)
+    with torch.no_grad():
+        sphere["means"] += center
+    alpha = render_frames(sphere, cams, (1.0, 1.0, 1.0), depth=False)[2][0].squeeze(-1)
+    rows = torch.nonzero(alpha.amax(dim=1) > 0.5).squeeze(-1)
+    height = (rows.max() - rows.min() + 1).item() / 64
+    expected = math.tan(0.6 * fovy / 2) / math.tan(fovy / 2)  # the sphere's silhouette, centred
+    assert abs(height - expected) < 0.05
+    ys, xs = torch.nonzero(alpha > 0.5, as_tuple=True)
+    assert abs(ys.float().mean().item() - 31.5) < 1.5 and abs(xs.float().mean().item() - 31.5) < 1.5
 
 
 def test_bench_commands_print_json():
