@@ -42,19 +42,25 @@ def parse(cls, argv: list[str], prog: str, default=None):
 
 
 def condense_tyro_error(text: str) -> str:
-    """tyro's error box (title, message, help, suggestions) -> 'message; did you mean --x?'."""
-    lines = [line.strip(" │╭╮╰╯─") for line in text.splitlines()]
+    """tyro's error box (title, message, help, suggestions) -> 'message; did you mean --x?'. tyro draws it
+    with Unicode lines when stdout can encode them and with ASCII otherwise; both are read here."""
     blocks, block = [], []
-    for line in lines:
-        if line and set(line) <= set("-─ "):
+    for raw in text.splitlines():
+        if raw.strip().startswith(("╭", "╰")):  # Unicode box: title and bottom rule
+            continue
+        line = raw.strip(" │")
+        if line and set(line) <= set("-─"):
             blocks.append(block)
             block = []
         elif line:
             block.append(line)
     blocks.append(block)
-    message = " ".join(blocks[1] if len(blocks) > 1 and blocks[1] else blocks[0]) or "invalid arguments"
+    if len(blocks) > 1 and len(blocks[0]) == 1 and not text.lstrip().startswith("╭"):
+        blocks = blocks[1:]  # ASCII box: the first block is the title alone
+    blocks = [b for b in blocks if b]
+    message = " ".join(blocks[0]) if blocks else "invalid arguments"
     for b in blocks:
-        if b and b[0].startswith("Perhaps you meant") and len(b) > 1:
+        if b[0].startswith("Perhaps you meant") and len(b) > 1:
             message += f"; did you mean {b[1].split()[0]}?"
     return message
 

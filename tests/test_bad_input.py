@@ -34,6 +34,25 @@ def test_train_rejects_bad_values(tmp_path, args, fragment):
     assert_clean_error(cli("train", *SYNTH, "--output-dir", out, *args), fragment, out)
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
+def test_tyro_errors_condense_to_one_line_in_either_box_style(encoding):
+    """tyro draws its error box with Unicode lines on a UTF-8 stdout (a user's terminal) and with ASCII
+    otherwise (the in-process `cli` above): both give the same line."""
+    import contextlib
+    import io
+
+    from esd_gs.cli import parse
+    from esd_gs.config import TrainConfig
+    from esd_gs.errors import UserError
+
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+    for argv, expected in [(["--lamm", "2"], "esd-gs train: Unrecognized options: --lamm, 2; did you mean --lam?"),
+                           (["--world", "sd"], "esd-gs train: invalid choice 'sd' for argument '--world'.")]:
+        with contextlib.redirect_stdout(stdout), pytest.raises(UserError) as err:
+            parse(TrainConfig, argv, "esd-gs train")
+        assert str(err.value).startswith(expected) and str(err.value).count("--help") == 1, str(err.value)
+
+
 def test_train_console_script_reports_one_line(tmp_path):
     out = tmp_path / "out"
     assert_clean_error(run_cli("train", *SYNTH, "--output-dir", out, "--steps", "-1"), "--steps must be positive", out)
