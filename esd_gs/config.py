@@ -44,6 +44,7 @@ class LogConfig:
     checkpoint_minutes: float = 5.0
     """Also write one when this many minutes passed since the last (0: never by time)."""
     turntable_frames: int = 36
+    """Frames of the turntable GIF/MP4 written at the end (0: none)."""
     turntable_resolution: int = 128
     progress: bool = True
 
@@ -173,6 +174,9 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--lam must lie in [0, 1] (got {cfg.lam})")
     if cfg.render.resolution < 8 or cfg.render.resolution % 8:
         raise UserError(f"render.resolution must be a multiple of 8 and >= 8 (got {cfg.render.resolution})")
+    if cfg.log.turntable_frames < 0 or cfg.log.turntable_resolution <= 0:
+        raise UserError(f"log.turntable_frames must be >= 0 and log.turntable_resolution positive (got "
+                        f"{cfg.log.turntable_frames}, {cfg.log.turntable_resolution})")
     if cfg.render.batch_size <= 0:
         raise UserError(f"render.batch_size must be positive (got {cfg.render.batch_size})")
     if cfg.world == "synthetic" and cfg.render.resolution != cfg.synthetic.resolution:

@@ -257,11 +257,12 @@ class Trainer:
         write_ply(self.run_dir / "splats.ply", self.splats)
         self.save_preview()
         log = self.cfg.log
-        radius, fovy = self.world.orbit()
-        frames, _, _ = render_turntable(self.splats, log.turntable_frames, log.turntable_resolution, radius=radius,
-                                        fovy_deg=fovy, backend=self.cfg.render.backend, depth=False)
-        save_video(self.run_dir / "turntable.gif", frames)
-        save_video(self.run_dir / "turntable.mp4", frames)
+        if log.turntable_frames:
+            radius, fovy = self.world.orbit()
+            frames, _, _ = render_turntable(self.splats, log.turntable_frames, log.turntable_resolution,
+                                            radius=radius, fovy_deg=fovy, backend=self.cfg.render.backend, depth=False)
+            save_video(self.run_dir / "turntable.gif", frames)
+            save_video(self.run_dir / "turntable.mp4", frames)
         return {"run_dir": str(self.run_dir), "steps": self.step, "skipped_steps": self.skipped_steps,
                 "n_gaussians": len(self.splats["means"]), **self.world.evaluate(self.splats, self.run_dir)}
 

@@ -28,6 +28,7 @@ SYNTH = ["--preset", "demo", "--steps", "1"]
     (["--steps", "1.5"], "--steps"),
     (["--guidance", "foo"], "invalid choice 'foo'"),
     (["--stepz", "3"], "did you mean --steps"),
+    (["--log.turntable-frames", "-1"], "log.turntable_frames must be >= 0"),
 ])
 def test_train_rejects_bad_values(tmp_path, args, fragment):
     out = tmp_path / "out"

@@ -100,6 +100,15 @@ def test_existing_run_is_never_overwritten(tmp_path):
     assert a.run_dir != b.run_dir and b.run_dir.name == "same-1"
 
 
+def test_zero_turntable_frames_skips_the_turntable_only(tmp_path):
+    cfg = tiny_synthetic(tmp_path, run_name="noturn", steps=2)
+    cfg.log.turntable_frames = 0
+    Trainer(cfg).train()
+    run = tmp_path / "noturn"
+    assert (run / "splats.ply").exists() and (run / "janus.json").exists()
+    assert not list(run.glob("turntable.*"))
+
+
 @pytest.mark.slow
 def test_photometric_reconstruction_reaches_25db(tmp_path):
     """Fit a sphere init to 48 views of the known head at 64x64; held-out views score > 25 dB PSNR."""
