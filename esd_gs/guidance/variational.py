@@ -155,7 +155,7 @@ class UNetVariational(nn.Module):
             camera += list(unet.conv_in.mlp.parameters())
         self.trainable = trainable + camera
         # fused: one kernel for all ~10M parameters (the demo's camera map alone has 8M); the per-tensor loop
-        # took a third of a CPU step
+        # took a quarter of a demo step on the CPU (docs/benchmarks.md)
         self.optimizer = torch.optim.AdamW([{"params": trainable}, {"params": camera,
                                                                    "lr": cfg.lr * cfg.camera_lr_scale}],
                                            lr=cfg.lr, betas=(0.9, 0.99), fused=True)
