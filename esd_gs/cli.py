@@ -1,4 +1,4 @@
-"""`esd-gs` command line (tyro): train | batch | janus | render | view | export | bench."""
+"""`esd-gs` command line (tyro): train | batch | janus | clip | render | view | export | bench."""
 
 from __future__ import annotations
 
@@ -13,14 +13,16 @@ from typing import Literal
 import tyro
 
 from .cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, VIEW_ELEVATION_DEG
+from .clip_score import DEFAULT_CLIP_MODEL
 from .errors import UserError
 from .mesh import MeshConfig
 
-USAGE = """usage: esd-gs {train,batch,janus,render,view,export,bench} [--help] ...
+USAGE = """usage: esd-gs {train,batch,janus,clip,render,view,export,bench} [--help] ...
 
   train    optimise Gaussians for a prompt with SDS / VSD / ESD (esd-gs train --preset demo)
   batch    many runs (prompts x settings x seeds) on Ray, resumable, with an index and a contact sheet
   janus    Janus metric of a synthetic-world result (front_share, face_count, ...)
+  clip     CLIP score of a result against its prompt (needs CLIP weights)
   render   turntable GIF / MP4 / PNG frames (RGB and depth) of a PLY or run folder
   view     interactive viewer in the browser (viser)
   export   mesh (open3d TSDF fusion) from a PLY or run folder
@@ -111,8 +113,9 @@ class JanusArgs:
     """Where to write the report (default: see above)."""
 
 
-def janus_output(ply: Path) -> Path:
-    return ply.with_name("janus.json") if ply.name == "splats.ply" else ply.with_suffix(".janus.json")
+def report_path(ply: Path, kind: str) -> Path:
+    """RUN/<kind>.json for a run's splats.ply, NAME.<kind>.json beside any other PLY."""
+    return ply.with_name(f"{kind}.json") if ply.name == "splats.ply" else ply.with_suffix(f".{kind}.json")
 
 
 def cmd_janus(argv: list[str]) -> None:
@@ -123,7 +126,7 @@ def cmd_janus(argv: list[str]) -> None:
     from .synthetic.janus import janus_report
 
     args = parse(JanusArgs, argv, "esd-gs janus")
-    output = check_output_file(args.output or janus_output(resolve_ply(args.path)))
+    output = check_output_file(args.output or report_path(resolve_ply(args.path), "janus"))
     report = janus_report(load_splats(args.path, "cpu"))
     if not report["looks_like_head"]:
         print(f"esd-gs janus: warning: these renders do not resemble the synthetic head (match distance "
@@ -131,6 +134,62 @@ def cmd_janus(argv: list[str]) -> None:
               "assumes a synthetic-world result", file=sys.stderr)
     write_json(output, report)
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, list)}))
+
+
+def check_turntable(flag: str, frames: int, resolution: int) -> None:
+    if frames <= 0 or resolution < 8:
+        raise UserError(f"{flag} must be positive and --resolution >= 8 (got {frames}, {resolution})")
+
+
+@dataclass
+class ClipArgs:
+    """CLIP score of a PLY or run folder against its prompt (the paper's text-alignment metric): 100 x the
+    cosine of CLIP's image and text embeddings for each turntable view, clipped at 0, and their mean. Writes
+    RUN/clip.json (NAME.clip.json beside any other PLY) unless --output says where."""
+
+    path: tyro.conf.Positional[Path]
+    """Run folder or PLY file."""
+    prompt: str | None = None
+    """Text to score against; default: the run's prompt (its config.yaml)."""
+    model: str = DEFAULT_CLIP_MODEL
+    """CLIP weights: a Hugging Face id (from the cache, or downloaded when the hub answers) or a local folder."""
+    views: int = 8
+    resolution: int = 224
+    elevation_deg: float = VIEW_ELEVATION_DEG
+    radius: float = ORBIT_RADIUS
+    fovy_deg: float = ORBIT_FOVY_DEG
+    output: Path | None = None
+    backend: Literal["auto", "torch", "gsplat"] = "auto"
+    device: str = "auto"
+
+
+def cmd_clip(argv: list[str]) -> None:
+    import yaml
+
+    from .clip_score import clip_scores, load_clip
+    from .io.atomic import check_output_file, write_json
+    from .io.ply import load_splats, resolve_ply
+    from .render.turntable import render_turntable
+
+    args = parse(ClipArgs, argv, "esd-gs clip")
+    check_turntable("--views", args.views, args.resolution)
+    ply = resolve_ply(args.path)
+    config = ply.parent / "config.yaml"
+    prompt = args.prompt
+    if prompt is None and ply.name == "splats.ply" and config.is_file():
+        prompt = (yaml.safe_load(config.read_text()) or {}).get("prompt")
+    if not (prompt or "").strip():
+        raise UserError("no prompt to score against: pass --prompt \"...\" (a run folder's config.yaml gives its own)")
+    output = check_output_file(args.output or report_path(ply, "clip"))
+    splats = load_splats(args.path, args.device)
+    model, processor = load_clip(args.model, splats["means"].device)
+    frames, _, _ = render_turntable(splats, args.views, args.resolution, args.elevation_deg, args.radius,
+                                    args.fovy_deg, backend=args.backend, depth=False)
+    scores = clip_scores(model, processor, frames, prompt)
+    write_json(output, {"model": args.model, "prompt": prompt, "views": args.views, "elevation_deg": args.elevation_deg,
+                        "clip_score": scores.mean().item(), "per_view": scores.tolist()})
+    print(f"clip_score={scores.mean().item():.2f} (views {scores.min().item():.2f}..{scores.max().item():.2f}, "
+          f"{args.views} views, {args.model}) -> {output}")
 
 
 @dataclass
@@ -162,8 +221,7 @@ def cmd_render(argv: list[str]) -> None:
     from .render.turntable import depth_to_rgb, render_turntable
 
     args = parse(RenderArgs, argv, "esd-gs render")
-    if args.frames <= 0 or args.resolution < 8:
-        raise UserError(f"--frames must be positive and --resolution >= 8 (got {args.frames}, {args.resolution})")
+    check_turntable("--frames", args.frames, args.resolution)
     out = args.output or resolve_ply(args.path).parent / f"turntable_render.{args.format}"
     if args.format == "png" and out.exists() and not out.is_dir():
         raise UserError(f"--format png writes a folder of frames, but {out} is a file")
@@ -298,8 +356,8 @@ def cmd_batch(argv: list[str]) -> None:
     run(argv)
 
 
-COMMANDS = {"train": cmd_train, "batch": cmd_batch, "janus": cmd_janus, "render": cmd_render, "view": cmd_view,
-            "export": cmd_export, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "batch": cmd_batch, "janus": cmd_janus, "clip": cmd_clip, "render": cmd_render,
+            "view": cmd_view, "export": cmd_export, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:

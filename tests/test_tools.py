@@ -1,4 +1,4 @@
-"""User tools: render, export (mesh, .splat, PLY), view, bench."""
+"""User tools: render, export (mesh, .splat, PLY), view, clip, bench."""
 
 import json
 import math
@@ -164,6 +164,48 @@ def test_viewer_frames_the_object_on_load():
     assert abs(height - expected) < 0.05
     ys, xs = torch.nonzero(alpha > 0.5, as_tuple=True)
     assert abs(ys.float().mean().item() - 31.5) < 1.5 and abs(xs.float().mean().item() - 31.5) < 1.5
+
+
+def test_clip_score_of_a_run_matches_clip_by_hand(tmp_path):
+    """`esd-gs clip RUN` scores the run's own prompt: per view 100 x cos(projected image, projected text
+    embedding) clipped at 0, recomputed here through CLIP's vision and text towers."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    from esd_gs.clip_score import load_clip
+    from esd_gs.render.turntable import render_turntable
+    from tiny_sd import build_tiny_clip
+
+    clip = build_tiny_clip(tmp_path / "clip")
+    run = tmp_path / "run"
+    run.mkdir()
+    splats = colored_blob_scene()
+    write_ply(run / "splats.ply", splats)
+    (run / "config.yaml").write_text("prompt: a red blob\nsteps: 3\n")
+    r = cli("clip", run, "--model", clip, "--views", "3", "--resolution", "32")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((run / "clip.json").read_text())
+    assert report["prompt"] == "a red blob" and len(report["per_view"]) == 3
+    assert report["clip_score"] == pytest.approx(sum(report["per_view"]) / 3)
+
+    model = CLIPModel.from_pretrained(clip).eval()
+    frames = render_turntable(splats, 3, 32, depth=False)[0]
+    pixels = load_clip(str(clip), torch.device("cpu"))[1](images=list((frames * 255 + 0.5).byte().numpy()),
+                                                          return_tensors="pt")["pixel_values"]
+    tokens = AutoTokenizer.from_pretrained(clip)(["a red blob"], return_tensors="pt")
+    with torch.no_grad():
+        image = model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
+        text = model.text_projection(model.text_model(**tokens).pooler_output)
+    expected = (100 * torch.nn.functional.cosine_similarity(image, text)).clamp_min(0)
+    assert torch.allclose(torch.tensor(report["per_view"]), expected, atol=1e-3)
+
+    plain = tmp_path / "blob.ply"
+    write_ply(plain, splats)
+    assert_clean_error(cli("clip", plain, "--model", clip), "no prompt to score against")
+    assert_clean_error(cli("clip", plain, "--prompt", "x", "--model", "openai/clip-vit-base-patch32"),
+                       "no CLIP weights for 'openai/clip-vit-base-patch32'")
+    (tmp_path / "empty").mkdir()
+    assert_clean_error(cli("clip", plain, "--prompt", "x", "--model", tmp_path / "empty"),
+                       "not a CLIP folder (missing config.json)")
 
 
 def test_bench_commands_print_json():

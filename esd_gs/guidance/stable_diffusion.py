@@ -1,28 +1,20 @@
-"""Stable Diffusion (diffusers) as a frozen score prior, and where its weights come from.
-
-Weights are found before anything is loaded: a local diffusers folder, or a hub id already in the
-Hugging Face cache; only when neither holds them and the hub answers within seconds is anything
-downloaded. Offline, a missing model is one line saying what to download, not minutes of retries.
-"""
+"""Stable Diffusion (diffusers) as a frozen score prior (its weights are found by `weights.resolve_model`)."""
 
 from __future__ import annotations
 
 import contextlib
-import socket
-from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import Tensor
 
 from ..errors import UserError
+from ..weights import resolve_model
 from .prior import eps_from_prediction, to_model_images
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 VIEW_SUFFIX = {"front": ", front view", "side": ", side view", "back": ", back view",
                "overhead": ", overhead view"}
 MODEL_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-HUB_TIMEOUT_S = 5.0
 
 
 def sd_scheduler():
@@ -31,61 +23,6 @@ def sd_scheduler():
 
     return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                          beta_schedule="scaled_linear", prediction_type="epsilon")
-
-
-def missing_weights_message(model: str) -> str:
-    return (f"no Stable Diffusion weights for '{model}' were found locally (offline or not cached); "
-            f"download them on a connected machine (huggingface-cli download {model} --local-dir DIR) and "
-            "pass --model-path DIR, or copy the Hugging Face cache into $HF_HOME")
-
-
-def _looks_like_path(model: str) -> bool:
-    """Hub ids are 'name' or 'org/name'; anything that exists, or is spelled like a path, is a path."""
-    return Path(model).expanduser().exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
-
-
-def _hub_reachable() -> bool:
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=HUB_TIMEOUT_S).close()
-        return True
-    except OSError:
-        return False
-
-
-def resolve_model(model: str, parts: tuple[str, ...] = MODEL_PARTS) -> Path:
-    """A local diffusers folder holding `parts`: the folder itself, the cached snapshot of a hub id, or a
-    fresh download when the hub can be reached. Raises a one-line UserError otherwise."""
-    if _looks_like_path(model):
-        path = Path(model).expanduser()
-        if not path.exists():
-            raise UserError(f"model folder {model} does not exist")
-        if not path.is_dir():
-            raise UserError(f"--model-path {model} is a file; pass the diffusers folder (with {', '.join(parts)})")
-        missing = [p for p in parts if not (path / p).is_dir()]
-        if missing:
-            raise UserError(f"{model} is not a diffusers Stable Diffusion folder (missing {', '.join(missing)}/)")
-        return path
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError
-
-    patterns = [f"{p}/*" for p in parts] + ["model_index.json"]
-    try:
-        return Path(snapshot_download(model, allow_patterns=patterns, local_files_only=True))
-    except HFValidationError:
-        raise UserError(f"'{model}' is neither a folder nor a Hugging Face model id") from None
-    except Exception:  # not in the cache
-        pass
-    if not _hub_reachable():
-        raise UserError(missing_weights_message(model))
-    try:
-        return Path(snapshot_download(model, allow_patterns=patterns))
-    except Exception as e:
-        raise UserError(f"could not download '{model}': {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
 
 def load_scheduler(model: str):
@@ -133,7 +70,7 @@ class StableDiffusionPrior:
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        folder = resolve_model(model)
+        folder = resolve_model(model, MODEL_PARTS)
         try:
             tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
             text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype)
