@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tyro
-import yaml
 
-from esd_gs.config import TrainConfig, from_dict
+from esd_gs.config import TrainConfig, from_dict, saved_config
 from esd_gs.device import pick_device
 from esd_gs.errors import UserError
 from esd_gs.gaussians import splats_from_tensors
@@ -56,7 +55,7 @@ def load_run(run: Path):
     """(config, synthetic objective with the run's final network, final splats, step) of a finished run."""
     if not (run / "config.yaml").is_file():
         raise UserError(f"{run}: not a run folder (no config.yaml)")
-    data = yaml.safe_load((run / "config.yaml").read_text())
+    data = saved_config(run)
     data.pop("preset", None)
     cfg = from_dict(TrainConfig, data)
     if cfg.world != "synthetic" or cfg.guidance not in ("vsd", "esd") or cfg.synthetic.variational != "learned":

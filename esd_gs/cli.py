@@ -164,9 +164,8 @@ class ClipArgs:
 
 
 def cmd_clip(argv: list[str]) -> None:
-    import yaml
-
     from .clip_score import clip_scores, load_clip
+    from .config import saved_config
     from .io.atomic import check_output_file, write_json
     from .io.ply import load_splats, resolve_ply
     from .render.turntable import render_turntable
@@ -174,10 +173,9 @@ def cmd_clip(argv: list[str]) -> None:
     args = parse(ClipArgs, argv, "esd-gs clip")
     check_turntable("--views", args.views, args.resolution)
     ply = resolve_ply(args.path)
-    config = ply.parent / "config.yaml"
     prompt = args.prompt
-    if prompt is None and ply.name == "splats.ply" and config.is_file():
-        prompt = (yaml.safe_load(config.read_text()) or {}).get("prompt")
+    if prompt is None and ply.name == "splats.ply" and (ply.parent / "config.yaml").is_file():
+        prompt = saved_config(ply.parent).get("prompt")
     if not (prompt or "").strip():
         raise UserError("no prompt to score against: pass --prompt \"...\" (a run folder's config.yaml gives its own)")
     output = check_output_file(args.output or report_path(ply, "clip"))
@@ -186,9 +184,10 @@ def cmd_clip(argv: list[str]) -> None:
     frames, _, _ = render_turntable(splats, args.views, args.resolution, args.elevation_deg, args.radius,
                                     args.fovy_deg, backend=args.backend, depth=False)
     scores = clip_scores(model, processor, frames, prompt)
+    mean = scores.mean().item()
     write_json(output, {"model": args.model, "prompt": prompt, "views": args.views, "elevation_deg": args.elevation_deg,
-                        "clip_score": scores.mean().item(), "per_view": scores.tolist()})
-    print(f"clip_score={scores.mean().item():.2f} (views {scores.min().item():.2f}..{scores.max().item():.2f}, "
+                        "clip_score": mean, "per_view": scores.tolist()})
+    print(f"clip_score={mean:.2f} (views {scores.min().item():.2f}..{scores.max().item():.2f}, "
           f"{args.views} views, {args.model}) -> {output}")
 
 

@@ -219,6 +219,18 @@ def flatten(data: dict, prefix: str = "") -> dict:
     return out
 
 
+def saved_config(run_dir: Path) -> dict:
+    """A run folder's config.yaml as written at its start (a one-line UserError if unreadable)."""
+    path = run_dir / "config.yaml"
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:  # its text spans lines: name the line instead
+        mark = getattr(e, "problem_mark", None)
+        raise UserError(f"{path} is not valid YAML" + (f" (line {mark.line + 1})" if mark else "")) from None
+
+
 def config_changes(saved: dict, cfg: TrainConfig) -> dict[str, tuple]:
     """{key: (saved value, new value)} for every setting that differs from a run's saved config.yaml."""
     old, new = flatten(saved), flatten(to_dict(cfg))

@@ -22,7 +22,7 @@ import yaml
 from tqdm import tqdm
 
 from .cameras import VIEW_ELEVATION_DEG, Cameras, make_cameras
-from .config import TrainConfig, config_changes, resumable, to_dict, validate
+from .config import TrainConfig, config_changes, resumable, saved_config, to_dict, validate
 from .device import pick_device
 from .errors import Interrupted, UserError
 from .gaussians import init_sphere, learning_rates, make_optimizers, splats_from_tensors
@@ -80,13 +80,6 @@ def clear_run_outputs(run_dir: Path) -> None:
         shutil.rmtree(run_dir / name, ignore_errors=True)
     for name in OUTPUT_FILES:
         (run_dir / name).unlink(missing_ok=True)
-
-
-def saved_config(run_dir: Path) -> dict:
-    try:
-        return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"--resume: cannot read {run_dir / 'config.yaml'} ({e})") from None
 
 
 def check_resume(cfg: TrainConfig, run_dir: Path) -> dict:

@@ -206,6 +206,8 @@ def test_clip_score_of_a_run_matches_clip_by_hand(tmp_path):
     (tmp_path / "empty").mkdir()
     assert_clean_error(cli("clip", plain, "--prompt", "x", "--model", tmp_path / "empty"),
                        "not a CLIP folder (missing config.json)")
+    (run / "config.yaml").write_text("prompt: [a red blob\n")  # a damaged run config: one line, not YAML's three
+    assert_clean_error(cli("clip", run, "--model", clip), "config.yaml is not valid YAML (line 2)")
 
 
 def test_bench_commands_print_json():
