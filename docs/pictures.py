@@ -56,10 +56,10 @@ def main(run_dir: Path) -> None:
     viewer = Viewer(splats, port=8731)
     time.sleep(1.0)
     # headless Chromium shoots before the server's initial pose reaches the client: pass it in the URL too
-    pose = viewer.server.initial_camera
-    vec = lambda v: ",".join(f"{x:.4f}" for x in v)  # noqa: E731
-    screenshot(f"http://127.0.0.1:{viewer.port}/?initialCameraPosition={vec(pose.position)}"
-               f"&initialCameraLookAt={vec(pose.look_at)}", OUT / "viewer.png")
+    position, look_at = (",".join(f"{x:.4f}" for x in v) for v in (viewer.server.initial_camera.position,
+                                                                    viewer.server.initial_camera.look_at))
+    screenshot(f"http://127.0.0.1:{viewer.port}/?initialCameraPosition={position}&initialCameraLookAt={look_at}",
+               OUT / "viewer.png")
     viewer.stop()
 
     import trimesh

@@ -53,8 +53,10 @@ def resolve_model(model: str, parts: tuple[str, ...], kind: str = "Stable Diffus
         if not path.is_dir():
             inside = f" (with {', '.join(parts)})" if parts else " (with config.json)"
             raise UserError(f"{flag} {model} is a file; pass the {kind} folder{inside}")
-        missing = [f"{p}/" for p in parts if not (path / p).is_dir()] or \
-            ([] if parts or (path / "config.json").is_file() else ["config.json"])
+        if parts:
+            missing = [f"{p}/" for p in parts if not (path / p).is_dir()]
+        else:
+            missing = [] if (path / "config.json").is_file() else ["config.json"]
         if missing:
             raise UserError(f"{model} is not a {'diffusers ' if parts else ''}{kind} folder "
                             f"(missing {', '.join(missing)})")

@@ -7,8 +7,8 @@ import torch
 from ..device import pick_dtype
 from ..guidance.distill import DistillationObjective
 from ..guidance.stable_diffusion import DEFAULT_MODEL, StableDiffusionPrior, load_scheduler
-from ..weights import resolve_model
 from ..guidance.variational import UNetVariational
+from ..weights import resolve_model
 from . import World
 
 
