@@ -1,4 +1,4 @@
-"""`esd-gs` command line (tyro): train | batch | janus | clip | render | view | export | bench."""
+"""`esd-gs` command line (tyro): train | batch | janus | clip | inception | render | view | export | bench."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import dataclasses
 import io
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -17,16 +18,17 @@ from .clip_score import DEFAULT_CLIP_MODEL
 from .errors import UserError
 from .mesh import MeshConfig
 
-USAGE = """usage: esd-gs {train,batch,janus,clip,render,view,export,bench} [--help] ...
+USAGE = """usage: esd-gs {train,batch,janus,clip,inception,render,view,export,bench} [--help] ...
 
-  train    optimise Gaussians for a prompt with SDS / VSD / ESD (esd-gs train --preset demo)
-  batch    many runs (prompts x settings x seeds) on Ray, resumable, with an index and a contact sheet
-  janus    Janus metric of a synthetic-world result (front_share, face_count, ...)
-  clip     CLIP score of a result against its prompt (needs CLIP weights)
-  render   turntable GIF / MP4 / PNG frames (RGB and depth) of a PLY or run folder
-  view     interactive viewer in the browser (viser)
-  export   mesh (open3d TSDF fusion) from a PLY or run folder
-  bench    speed: `bench raster` (rasterizer) or `bench step` (one training step, per component)
+  train      optimise Gaussians for a prompt with SDS / VSD / ESD (esd-gs train --preset demo)
+  batch      many runs (prompts x settings x seeds) on Ray, resumable, with an index and a contact sheet
+  janus      Janus metric of a synthetic-world result (front_share, face_count, ...)
+  clip       CLIP score of a result against its prompt (needs CLIP weights)
+  inception  the paper's Inception Quality / Variety of a result's views (needs torchvision + weights)
+  render     turntable GIF / MP4 / PNG frames (RGB and depth) of a PLY or run folder
+  view       interactive viewer in the browser (viser)
+  export     mesh (open3d TSDF fusion) from a PLY or run folder
+  bench      speed: `bench raster` (rasterizer) or `bench step` (one training step, per component)
 """
 
 
@@ -142,18 +144,11 @@ def check_turntable(flag: str, frames: int, resolution: int) -> None:
 
 
 @dataclass
-class ClipArgs:
-    """CLIP score of a PLY or run folder against its prompt (the paper's text-alignment metric): 100 x the
-    cosine of CLIP's image and text embeddings for each turntable view, clipped at 0, and their mean. Writes
-    RUN/clip.json (NAME.clip.json beside any other PLY) unless --output says where."""
-
+class ViewsArgs:
     path: tyro.conf.Positional[Path]
     """Run folder or PLY file."""
-    prompt: str | None = None
-    """Text to score against; default: the run's prompt (its config.yaml)."""
-    model: str = DEFAULT_CLIP_MODEL
-    """CLIP weights: a Hugging Face id (from the cache, or downloaded when the hub answers) or a local folder."""
     views: int = 8
+    """Turntable views to score, evenly spaced in azimuth."""
     resolution: int = 224
     elevation_deg: float = VIEW_ELEVATION_DEG
     radius: float = ORBIT_RADIUS
@@ -163,32 +158,83 @@ class ClipArgs:
     device: str = "auto"
 
 
-def cmd_clip(argv: list[str]) -> None:
-    from .clip_score import clip_scores, load_clip
-    from .config import saved_config
-    from .io.atomic import check_output_file, write_json
+def scored_views(args: ViewsArgs, kind: str, load_model):
+    """What `clip` and `inception` share: checks, the report's path, the model (loaded before the views are
+    rendered, so that missing weights fail at once) and the turntable views [V,H,W,3]."""
+    from .io.atomic import check_output_file
     from .io.ply import load_splats, resolve_ply
     from .render.turntable import render_turntable
 
-    args = parse(ClipArgs, argv, "esd-gs clip")
     check_turntable("--views", args.views, args.resolution)
+    output = check_output_file(args.output or report_path(resolve_ply(args.path), kind))
+    splats = load_splats(args.path, args.device)
+    model = load_model(splats["means"].device)
+    frames, _, _ = render_turntable(splats, args.views, args.resolution, args.elevation_deg, args.radius,
+                                    args.fovy_deg, backend=args.backend, depth=False)
+    return output, model, frames
+
+
+@dataclass
+class ClipArgs(ViewsArgs):
+    """CLIP score of a PLY or run folder against its prompt (the paper's text-alignment metric): 100 x the
+    cosine of CLIP's image and text embeddings for each turntable view, clipped at 0, and their mean. Writes
+    RUN/clip.json (NAME.clip.json beside any other PLY) unless --output says where."""
+
+    prompt: str | None = None
+    """Text to score against; default: the run's prompt (its config.yaml)."""
+    model: str = DEFAULT_CLIP_MODEL
+    """CLIP weights: a Hugging Face id (from the cache, or downloaded when the hub answers) or a local folder."""
+
+
+def cmd_clip(argv: list[str]) -> None:
+    from .clip_score import clip_scores, load_clip
+    from .config import saved_config
+    from .io.atomic import write_json
+    from .io.ply import resolve_ply
+
+    args = parse(ClipArgs, argv, "esd-gs clip")
     ply = resolve_ply(args.path)
     prompt = args.prompt
     if prompt is None and ply.name == "splats.ply" and (ply.parent / "config.yaml").is_file():
         prompt = saved_config(ply.parent).get("prompt")
     if not (prompt or "").strip():
         raise UserError("no prompt to score against: pass --prompt \"...\" (a run folder's config.yaml gives its own)")
-    output = check_output_file(args.output or report_path(ply, "clip"))
-    splats = load_splats(args.path, args.device)
-    model, processor = load_clip(args.model, splats["means"].device)
-    frames, _, _ = render_turntable(splats, args.views, args.resolution, args.elevation_deg, args.radius,
-                                    args.fovy_deg, backend=args.backend, depth=False)
+    output, (model, processor), frames = scored_views(args, "clip", partial(load_clip, args.model))
     scores = clip_scores(model, processor, frames, prompt)
     mean = scores.mean().item()
     write_json(output, {"model": args.model, "prompt": prompt, "views": args.views, "elevation_deg": args.elevation_deg,
                         "clip_score": mean, "per_view": scores.tolist()})
     print(f"clip_score={mean:.2f} (views {scores.min().item():.2f}..{scores.max().item():.2f}, "
           f"{args.views} views, {args.model}) -> {output}")
+
+
+@dataclass
+class InceptionArgs(ViewsArgs):
+    """The ESD paper's Inception metrics of a PLY or run folder: an ImageNet Inception-v3 classifies each
+    turntable view; Inception Quality = mean entropy of a view's class posterior (lower: sharper), Inception
+    Variety = entropy of the mean posterior (higher: more varied views), Inception Score = exp(IV - IQ).
+    Needs torchvision. Writes RUN/inception.json (NAME.inception.json beside any other PLY) unless --output
+    says where."""
+
+    resolution: int = 299
+    weights: Path | None = None
+    """Inception-v3 state dict (torchvision's ImageNet file); default: torch's hub cache, downloaded if online."""
+
+
+def cmd_inception(argv: list[str]) -> None:
+    from .inception_score import class_posteriors, inception_metrics, load_inception
+    from .io.atomic import write_json
+
+    args = parse(InceptionArgs, argv, "esd-gs inception")
+    output, (model, classes, mean, std), frames = scored_views(
+        args, "inception", partial(load_inception, args.weights))
+    posteriors = class_posteriors(model, frames, mean, std)
+    report = inception_metrics(posteriors)
+    top = posteriors.argmax(-1).tolist()
+    write_json(output, {"views": args.views, "elevation_deg": args.elevation_deg, **report,
+                        "per_view_top_class": [classes[i] for i in top]})
+    print(f"inception_quality={report['inception_quality']:.3f} inception_variety={report['inception_variety']:.3f} "
+          f"inception_score={report['inception_score']:.2f} ({args.views} views) -> {output}")
 
 
 @dataclass
@@ -355,7 +401,7 @@ def cmd_batch(argv: list[str]) -> None:
     run(argv)
 
 
-COMMANDS = {"train": cmd_train, "batch": cmd_batch, "janus": cmd_janus, "clip": cmd_clip, "render": cmd_render,
+COMMANDS = {"train": cmd_train, "batch": cmd_batch, "janus": cmd_janus, "clip": cmd_clip, "inception": cmd_inception, "render": cmd_render,
             "view": cmd_view, "export": cmd_export, "bench": cmd_bench}
 
 

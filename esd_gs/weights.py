@@ -28,17 +28,20 @@ def _looks_like_path(model: str) -> bool:
     return Path(model).expanduser().exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
 
 
-def _hub_reachable() -> bool:
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
+def reachable(url: str) -> bool:
+    """Whether url's host accepts a connection within HUB_TIMEOUT_S (offline, downloads would hang or retry)."""
+    parts = urlparse(url)
     try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=HUB_TIMEOUT_S).close()
+        socket.create_connection((parts.hostname, parts.port or 443), timeout=HUB_TIMEOUT_S).close()
         return True
     except OSError:
         return False
+
+
+def _hub_reachable() -> bool:
+    from huggingface_hub import constants
+
+    return not constants.HF_HUB_OFFLINE and reachable(constants.ENDPOINT)
 
 
 def resolve_model(model: str, parts: tuple[str, ...], kind: str = "Stable Diffusion",

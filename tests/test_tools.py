@@ -1,4 +1,4 @@
-"""User tools: render, export (mesh, .splat, PLY), view, clip, bench."""
+"""User tools: render, export (mesh, .splat, PLY), view, clip, inception, bench."""
 
 import json
 import math
@@ -269,3 +269,60 @@ def test_gpu_wheel_list_resolves(tmp_path, repo):
     wanted = {line.split("==")[0].lower().replace("_", "-") for line in
               (repo / "benchmarks" / "gpu" / "wheels.txt").read_text().splitlines() if line and not line.startswith("#")}
     assert names == wanted
+
+
+def test_inception_metrics_by_hand():
+    """IQ = mean per-view entropy, IV = entropy of the mean posterior, IS = exp(IV - IQ)."""
+    from esd_gs.inception_score import inception_metrics
+
+    distinct = inception_metrics(torch.eye(4, 10))  # four views, four different sure classes
+    assert distinct["inception_quality"] == pytest.approx(0, abs=1e-6)
+    assert distinct["inception_variety"] == pytest.approx(math.log(4))
+    assert distinct["inception_score"] == pytest.approx(4)
+    half = inception_metrics(torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]]))
+    assert half["per_view_entropy"] == pytest.approx([math.log(2)] * 2)
+    assert half["inception_variety"] == pytest.approx(1.5 * math.log(2))  # mean [1/4, 1/2, 1/4]
+    assert half["inception_score"] == pytest.approx(math.sqrt(2))
+    same = inception_metrics(torch.full((3, 5), 0.2))  # undecided and all alike
+    assert same["inception_quality"] == pytest.approx(math.log(5)) and same["inception_score"] == pytest.approx(1)
+
+
+def test_inception_without_torchvision_is_one_line(blob_ply, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # as where torchvision is absent or fails to import
+    assert_clean_error(cli("inception", blob_ply, "--views", "2"), "esd-gs inception needs torchvision")
+
+
+def test_inception_of_a_ply_matches_torchvision_by_hand(blob_ply, tmp_path):
+    """`esd-gs inception PLY --weights FILE`: each view resized whole to 299, ImageNet-normalised, classified
+    by torchvision's inception_v3 (random weights, classifier scaled so that posteriors are not one-hot)."""
+    pytest.importorskip("torchvision.models", reason="torchvision does not import beside this torch build")
+    from torchvision.models import inception_v3
+
+    from esd_gs.render.turntable import render_turntable
+
+    torch.manual_seed(0)
+    model = inception_v3(weights=None, aux_logits=True, init_weights=True, transform_input=True).eval()
+    frames = render_turntable(colored_blob_scene(), 3, 64, depth=False)[0].permute(0, 3, 1, 2)
+    x = torch.nn.functional.interpolate(frames, size=(299, 299), mode="bilinear", antialias=True)
+    x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    with torch.no_grad():
+        model.fc.bias.zero_()
+        model.fc.weight /= model(x).std()  # logits of spread ~1
+        p = model(x).softmax(-1)
+    weights = tmp_path / "inception.pth"
+    torch.save(model.state_dict(), weights)
+    r = cli("inception", blob_ply, "--weights", weights, "--views", "3", "--resolution", "64")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(blob_ply.with_suffix(".inception.json").read_text())
+
+    entropies = -(p * p.log()).sum(-1)
+    assert 0.5 < entropies.min() and torch.allclose(torch.tensor(report["per_view_entropy"]), entropies, atol=1e-3)
+    assert report["inception_variety"] == pytest.approx(-(p.mean(0) * p.mean(0).log()).sum().item(), abs=1e-3)
+    assert len(report["per_view_top_class"]) == 3
+
+    assert_clean_error(cli("inception", blob_ply, "--weights", blob_ply), "cannot read Inception-v3 weights")
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    assert_clean_error(cli("inception", blob_ply, "--weights", tmp_path / "other.pth"),
+                       "is not an Inception-v3 state dict")
