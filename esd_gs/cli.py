@@ -150,10 +150,12 @@ class ViewsArgs:
     views: int = 8
     """Turntable views to score, evenly spaced in azimuth."""
     resolution: int = 224
+    """Side of each rendered view in pixels (the model's own preprocessing resizes it)."""
     elevation_deg: float = VIEW_ELEVATION_DEG
     radius: float = ORBIT_RADIUS
     fovy_deg: float = ORBIT_FOVY_DEG
     output: Path | None = None
+    """Where to write the report (default: see above)."""
     backend: Literal["auto", "torch", "gsplat"] = "auto"
     device: str = "auto"
 
