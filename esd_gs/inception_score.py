@@ -43,7 +43,8 @@ def load_inception(weights_file: Path | None, device: torch.device):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise UserError(f"cannot read Inception-v3 weights {path}: {type(e).__name__}") from None
+            why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+            raise UserError(f"cannot read Inception-v3 weights {path}: {why}") from None
     model = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
     try:
         model.load_state_dict(state)

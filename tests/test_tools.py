@@ -323,6 +323,8 @@ def test_inception_of_a_ply_matches_torchvision_by_hand(blob_ply, tmp_path):
     assert len(report["per_view_top_class"]) == 3
 
     assert_clean_error(cli("inception", blob_ply, "--weights", blob_ply), "cannot read Inception-v3 weights")
+    assert_clean_error(cli("inception", blob_ply, "--weights", tmp_path / "nowhere.pth"),
+                       "nowhere.pth: No such file or directory")
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
     assert_clean_error(cli("inception", blob_ply, "--weights", tmp_path / "other.pth"),
                        "is not an Inception-v3 state dict")
