@@ -43,6 +43,9 @@ class LogConfig:
     """Write a checkpoint every N steps (and always at the end, and on Ctrl-C)."""
     checkpoint_minutes: float = 5.0
     """Also write one when this many minutes passed since the last (0: never by time)."""
+    keep_checkpoints: int = 2
+    """Newest checkpoints kept on disk (>= 1; with 2 a damaged newest one falls back to the one before). A
+    demo checkpoint is ~114 MB (network and optimizer state): 1 halves a batch's disk use."""
     turntable_frames: int = 36
     """Frames of the turntable GIF/MP4 written at the end (0: none)."""
     turntable_resolution: int = 128
@@ -177,6 +180,8 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.log.turntable_frames < 0 or cfg.log.turntable_resolution <= 0:
         raise UserError(f"log.turntable_frames must be >= 0 and log.turntable_resolution positive (got "
                         f"{cfg.log.turntable_frames}, {cfg.log.turntable_resolution})")
+    if cfg.log.keep_checkpoints < 1:
+        raise UserError(f"log.keep_checkpoints must be >= 1 (got {cfg.log.keep_checkpoints})")
     if cfg.render.batch_size <= 0:
         raise UserError(f"render.batch_size must be positive (got {cfg.render.batch_size})")
     if cfg.world == "synthetic" and cfg.render.resolution != cfg.synthetic.resolution:

@@ -173,7 +173,7 @@ class Trainer:
         self.lr_scale = ckpt.get("lr_scale", 1.0)
 
     def save_checkpoint(self) -> None:
-        save_checkpoint(self.run_dir / "checkpoints", self.step, self.state())
+        save_checkpoint(self.run_dir / "checkpoints", self.step, self.state(), keep=self.cfg.log.keep_checkpoints)
         self._last_checkpoint_time = time.monotonic()
 
     def checkpoint_due(self) -> bool:

@@ -29,6 +29,7 @@ SYNTH = ["--preset", "demo", "--steps", "1"]
     (["--guidance", "foo"], "invalid choice 'foo'"),
     (["--stepz", "3"], "did you mean --steps"),
     (["--log.turntable-frames", "-1"], "log.turntable_frames must be >= 0"),
+    (["--log.keep-checkpoints", "0"], "log.keep_checkpoints must be >= 1"),
 ])
 def test_train_rejects_bad_values(tmp_path, args, fragment):
     out = tmp_path / "out"

@@ -206,6 +206,10 @@ def test_checkpoint_by_time(tmp_path):
     trainer.train()
     # by time after every step (keeping the newest two), then step 5 at the end
     assert checkpoints(tmp_path / "r") == ["step_0000004.pt", "step_0000005.pt"]
+    cfg = quick(tmp_path, steps=5, overwrite=True)
+    cfg.log.checkpoint_every, cfg.log.checkpoint_minutes, cfg.log.keep_checkpoints = 1000, 1e-9, 1
+    Trainer(cfg).train()
+    assert checkpoints(tmp_path / "r") == ["step_0000005.pt"]
 
 
 # 7, 8 ---------------------------------------------------------------------------------------------
