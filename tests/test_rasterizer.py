@@ -20,6 +20,7 @@ def cams64(width=20, height=16, n=2):
     return make_cameras(az, 20.0, 1.6, 50.0, width, height, dtype=torch.float64)
 
 
+@torch.no_grad()
 def brute_force(splats, cams, bg):
     """Per-pixel loop over all visible Gaussians in depth order, gsplat's rule written plainly."""
     p = activated(splats)

@@ -121,7 +121,8 @@ def read_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise UserError(f"{path} holds no Gaussians")
 
     def cols(fields):
-        values = np.stack([np.asarray(vertex[f], dtype=np.float64) for f in fields], axis=-1)
+        with np.errstate(invalid="ignore"):  # a damaged file's bad values are refused just below
+            values = np.stack([np.asarray(vertex[f], dtype=np.float64) for f in fields], axis=-1)
         if not np.isfinite(values).all():
             raise UserError(f"{path}: contains NaN or Inf values (in {', '.join(fields)})")
         if (np.abs(values) > np.finfo(np.float32).max).any():
