@@ -403,8 +403,8 @@ def cmd_batch(argv: list[str]) -> None:
     run(argv)
 
 
-COMMANDS = {"train": cmd_train, "batch": cmd_batch, "janus": cmd_janus, "clip": cmd_clip, "inception": cmd_inception, "render": cmd_render,
-            "view": cmd_view, "export": cmd_export, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "batch": cmd_batch, "janus": cmd_janus, "clip": cmd_clip, "inception": cmd_inception,
+            "render": cmd_render, "view": cmd_view, "export": cmd_export, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:

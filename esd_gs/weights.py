@@ -1,4 +1,4 @@
-"""Where pretrained weights come from (Stable Diffusion, CLIP).
+"""Where pretrained weights come from (Stable Diffusion, CLIP; `reachable` also guards the Inception download).
 
 Weights are found before anything is loaded: a local folder, or a hub id already in the Hugging Face
 cache; only when neither holds them and the hub answers within seconds is anything downloaded. Offline,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from functools import partial
 
 import torch
 
@@ -93,7 +94,7 @@ def gap_report(prior, learned: Variational, splats, cfg: SyntheticConfig, views:
             # cameras above, or the bank would hold the evaluated renders themselves (a Dirac in disguise)
             torch.manual_seed(seed + 1 + b)
             exact = ExactVariational(dataclasses.replace(cfg, bank_size=bank_size), prior.scheduler)
-            exact.update(latents, cam16, lambda c: render_latents(prior, splats, c))
+            exact.update(latents, cam16, partial(render_latents, prior, splats))
             norms.append(branch_norms(prior, exact, latents, cam16, noise))
         return norms
 
@@ -130,9 +131,7 @@ def refit(prior: Prior, learned: Variational, splats, cfg: SyntheticConfig, step
         norms = branch_norms(prior, learned, latents, cam16, noise)
         return {"step": step, "learned": gaps_from_norms(norms), "distance_to_dirac": dirac_distances(norms)}
 
-    def snapshot(cams) -> torch.Tensor:
-        return render_latents(prior, splats, cams)
-
+    snapshot = partial(render_latents, prior, splats)
     yield entry(0)
     for step in range(1, steps + 1):
         cams = sample_orbit(cfg.camera_config(), batch, cfg.resolution, g)
