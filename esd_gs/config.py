@@ -237,8 +237,11 @@ def saved_config(run_dir: Path) -> dict:
 
 
 def config_changes(saved: dict, cfg: TrainConfig) -> dict[str, tuple]:
-    """{key: (saved value, new value)} for every setting that differs from a run's saved config.yaml."""
-    old, new = flatten(saved), flatten(to_dict(cfg))
+    """{key: (saved value, new value)} for every setting that differs from a run's saved config.yaml. A key
+    the saved file lacks (an option added since the run started) counts as its default, which is what the
+    run was trained with."""
+    new = flatten(to_dict(cfg))
+    old = {k: v for k, v in flatten(to_dict(TrainConfig())).items() if k in new} | flatten(saved)
     return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
 
 

@@ -80,6 +80,12 @@ def test_resume_refuses_changes_that_define_the_run_and_records_safe_ones(tmp_pa
             Trainer(cfg)
         assert "\n" not in str(err.value)
     saved = (tmp_path / "r" / "config.yaml").read_text()
+    # a run saved before an option existed resumes with the option's default, and only with it
+    (tmp_path / "r" / "config.yaml").write_text(saved.replace("  camera_map_pins: 0\n", ""))
+    cfg = quick(tmp_path, steps=10, resume=True)
+    cfg.variational.camera_map_pins = 8
+    with pytest.raises(UserError, match=r"variational\.camera_map_pins: 0 -> 8"):
+        Trainer(cfg)
     cfg = quick(tmp_path, steps=15, resume=True)
     cfg.log.preview_every = 5
     Trainer(cfg).train()
