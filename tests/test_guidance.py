@@ -51,20 +51,52 @@ def test_prior_is_bit_identical_with_variational_attached(prior):
     assert torch.equal(before, after)
 
 
-def test_camera_map_starts_at_zero_and_trains(prior):
-    """The spatial camera input leaves the base network unchanged until it has learned something."""
+@pytest.mark.parametrize("pins", [0, 6])
+def test_camera_map_starts_at_zero_and_trains(prior, pins):
+    """The spatial camera input (an MLP's grid, or grids pinned to directions) leaves the base network
+    unchanged until it has learned something."""
     latents, noise, t, cam16 = inputs(prior)
     x_t = prior.scheduler.add_noise(latents, noise, t)
     plain = attach(prior, camera_map=False)
     before, embedding = plain.camera_eps(x_t, t, cam16), plain.unet.class_embedding.state_dict()
     var = UNetVariational(plain.unet, prior.cond[None], prior.scheduler,
-                          VariationalConfig(lora_rank=0, camera_map=True, camera_map_grid=4))
+                          VariationalConfig(lora_rank=0, camera_map=True, camera_map_grid=4, camera_map_pins=pins))
     var.unet.class_embedding.load_state_dict(embedding)
     assert torch.equal(var.camera_eps(x_t, t, cam16), before)
-    last = var.unet.conv_in.mlp[-1].weight
-    assert last.shape[0] == var.unet.conv_in.conv_in.out_channels * 4 * 4 and not last.any()
+    map_params = var.unet.conv_in.pinned if pins else var.unet.conv_in.mlp[-1].weight
+    channels = var.unet.conv_in.conv_in.out_channels
+    assert map_params.shape == ((pins, channels, 4, 4) if pins else (channels * 4 * 4, 256)) and not map_params.any()
+    assert any(p is map_params for p in var.optimizer.param_groups[1]["params"])
     var.update(latents, cam16, snapshot=None)
-    assert last.abs().sum() > 0 and not torch.equal(var.camera_eps(x_t, t, cam16), before)
+    assert map_params.abs().sum() > 0 and not torch.equal(var.camera_eps(x_t, t, cam16), before)
+
+
+def test_pinned_camera_map_weights(prior):
+    """Each camera weighs the pins by their angle to it; the camera-free branch gets no pinned grid."""
+    from esd_gs.guidance.variational import fibonacci_sphere
+
+    pins = fibonacci_sphere(16)
+    assert torch.allclose(pins.norm(dim=-1), torch.ones(16)) and pins.mean(0).norm() < 0.05
+    var = UNetVariational(prior.unet, prior.cond[None], prior.scheduler,
+                          VariationalConfig(lora_rank=4, camera_map=True, camera_map_grid=4, camera_map_pins=16))
+    conv_in, emb = var.unet.conv_in, var.unet.class_embedding
+    c2w = torch.eye(4).repeat(2, 1, 1)
+    c2w[0, :3, 3] = 2.5 * pins[3]  # on pin 3, further out: only the direction counts
+    near = int((pins[3] @ pins.T).topk(2).indices[1])  # pin 3's nearest neighbour
+    c2w[1, :3, 3] = 1.5 * (pins[3] + pins[near]) / (pins[3] + pins[near]).norm()  # halfway between them
+    labels = torch.cat([emb.labels(c2w.flatten(1), 2), emb.labels(None, 1)])
+    w = conv_in.pin_weights(labels)
+    cos = pins[3] @ pins.T
+    expected = torch.softmax(20.0 * cos, dim=-1)
+    assert torch.allclose(w[0], expected, atol=1e-6) and w[0].argmax() == 3
+    assert torch.allclose(w[1, 3], w[1, near], atol=1e-6) and set(w[1].topk(2).indices.tolist()) == {3, near}
+    assert torch.allclose(w[:2].sum(-1), torch.ones(2)) and not w[2].any()
+    latents, noise, t, cam16 = inputs(prior)
+    x_t = prior.scheduler.add_noise(latents, noise, t)
+    free, cam = var.camera_eps(x_t, t, None), var.camera_eps(x_t, t, cam16)
+    with torch.no_grad():
+        conv_in.pinned.normal_()
+    assert torch.equal(var.camera_eps(x_t, t, None), free) and not torch.equal(var.camera_eps(x_t, t, cam16), cam)
 
 
 @pytest.mark.parametrize("rule,lam", [("sds", 0.0), ("vsd", 0.0), ("esd", 0.0), ("esd", 0.5), ("esd", 1.0)])

@@ -69,6 +69,12 @@ class VariationalConfig:
     shifts whole channels, which cannot paint a view; this can."""
     camera_map_grid: int = 0
     """Side of the camera map's grid before upsampling (0: a quarter of the UNet's sample size)."""
+    camera_map_pins: int = 0
+    """0: the camera map is an MLP of the camera. N > 0: a blend of N learned grids pinned to directions
+    spread evenly over the sphere, weighted by a softmax of `camera_map_sharpness` x the cosine between the
+    camera's direction from the origin and each pin (cameras must look at the origin, as both worlds'
+    orbits do). A view's step moves only the grids near it, so the map keeps up with a changing object."""
+    camera_map_sharpness: float = 20.0
 
 
 class CameraEmbedding(nn.Module):
@@ -105,26 +111,59 @@ class CameraEmbedding(nn.Module):
         return torch.cat([cam, mask], dim=-1)
 
 
-class CameraConvIn(nn.Module):
-    """conv_in(x) + mask * upsample(MLP(camera) as a [C, g, g] grid): the camera as a spatial input.
-    The last layer starts at zero, so the network starts as its base."""
+def fibonacci_sphere(n: int) -> Tensor:
+    """n unit vectors spread evenly over the sphere [n,3]."""
+    i = torch.arange(n, dtype=torch.float32) + 0.5
+    z = 1 - 2 * i / n
+    phi = math.pi * (3 - math.sqrt(5)) * i
+    r = (1 - z**2).sqrt()
+    return torch.stack([r * phi.cos(), r * phi.sin(), z], dim=-1)
 
-    def __init__(self, conv_in: nn.Conv2d, embedding: CameraEmbedding, grid: int, hidden: int = 256):
+
+class CameraConvIn(nn.Module):
+    """conv_in(x) + mask * upsample(camera map [C, g, g]): the camera as a spatial input. The map is an MLP
+    of the camera's features (`pins` 0) or a blend of grids pinned to directions (`pins` > 0; the all-zero
+    camera of the camera-free branch gets none). Both start at zero, so the network starts as its base."""
+
+    # Adam moves a parameter by about lr a step: the MLP's output moves by about lr x its hidden width, a
+    # pinned grid by lr x this gain. 16 kept the small-t camera gap above the MLP's; 1 left it at half
+    # (docs/results.md section 5, seventh round).
+    PIN_GAIN = 16.0
+
+    def __init__(self, conv_in: nn.Conv2d, embedding: CameraEmbedding, grid: int, pins: int = 0,
+                 sharpness: float = 20.0, hidden: int = 256):
         super().__init__()
         self.conv_in, self.embedding, self.grid = conv_in, [embedding], grid  # a list: not a submodule twice
         channels = conv_in.out_channels
-        self.mlp = nn.Sequential(nn.Linear(embedding.in_dim, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, channels * grid * grid))
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        if pins:
+            self.register_buffer("pins", fibonacci_sphere(pins), persistent=False)
+            self.pinned = nn.Parameter(torch.zeros(pins, channels, grid, grid))
+            self.sharpness = sharpness
+        else:
+            self.mlp = nn.Sequential(nn.Linear(embedding.in_dim, hidden), nn.SiLU(),
+                                     nn.Linear(hidden, channels * grid * grid))
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
+
+    def pin_weights(self, labels: Tensor) -> Tensor:
+        """[B,pins]: softmax over the pins of sharpness x cos(camera direction, pin); 0 for the all-zero camera."""
+        position = labels[:, :16].float().view(-1, 4, 4)[:, :3, 3]
+        weights = torch.softmax(self.sharpness * F.normalize(position, dim=-1) @ self.pins.T, dim=-1)
+        return weights * (position.abs().sum(-1, keepdim=True) > 0)
+
+    def camera_grid(self, labels: Tensor) -> Tensor:
+        """[B,C,g,g] before the mask."""
+        if hasattr(self, "pinned"):
+            return self.PIN_GAIN * torch.einsum("bp,pchw->bchw", self.pin_weights(labels), self.pinned)
+        features, _ = self.embedding[0].features(labels)
+        return self.mlp(features).view(len(labels), -1, self.grid, self.grid)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv_in(x)
         labels = self.embedding[0].current
         if labels is None or len(labels) != len(x):
             return out
-        features, mask = self.embedding[0].features(labels)
-        grid = self.mlp(features).view(len(x), -1, self.grid, self.grid) * mask[:, :, None, None]
+        grid = self.camera_grid(labels) * labels[:, 16:, None, None].to(out.dtype)
         return out + F.interpolate(grid, size=out.shape[-2:], mode="bilinear", align_corners=False).to(out.dtype)
 
 
@@ -151,8 +190,9 @@ class UNetVariational(nn.Module):
         camera = list(unet.class_embedding.parameters())
         if cfg.camera_map:
             grid = cfg.camera_map_grid or max(4, unet.config.sample_size // 4)
-            unet.conv_in = CameraConvIn(unet.conv_in, unet.class_embedding, grid).to(unet.device)
-            camera += list(unet.conv_in.mlp.parameters())
+            unet.conv_in = CameraConvIn(unet.conv_in, unet.class_embedding, grid, cfg.camera_map_pins,
+                                        cfg.camera_map_sharpness).to(unet.device)
+            camera += [p for n, p in unet.conv_in.named_parameters() if not n.startswith("conv_in.")]
         self.trainable = trainable + camera
         # fused: one kernel for all ~10M parameters (the demo's camera map alone has 8M); the per-tensor loop
         # took a quarter of a demo step on the CPU (docs/benchmarks.md)
