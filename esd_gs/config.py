@@ -182,6 +182,12 @@ def validate(cfg: TrainConfig) -> None:
                         f"{cfg.log.turntable_frames}, {cfg.log.turntable_resolution})")
     if cfg.log.keep_checkpoints < 1:
         raise UserError(f"log.keep_checkpoints must be >= 1 (got {cfg.log.keep_checkpoints})")
+    var = cfg.variational
+    if var.camera_map_pins < 0 or var.camera_map_sharpness <= 0:
+        raise UserError(f"variational.camera_map_pins must be >= 0 and camera_map_sharpness positive (got "
+                        f"{var.camera_map_pins}, {var.camera_map_sharpness})")
+    if var.camera_map_pins and not var.camera_map:
+        raise UserError("variational.camera_map_pins shapes the camera map: add --variational.camera-map")
     if cfg.render.batch_size <= 0:
         raise UserError(f"render.batch_size must be positive (got {cfg.render.batch_size})")
     if cfg.world == "synthetic" and cfg.render.resolution != cfg.synthetic.resolution:

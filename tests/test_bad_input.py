@@ -30,6 +30,9 @@ SYNTH = ["--preset", "demo", "--steps", "1"]
     (["--stepz", "3"], "did you mean --steps"),
     (["--log.turntable-frames", "-1"], "log.turntable_frames must be >= 0"),
     (["--log.keep-checkpoints", "0"], "log.keep_checkpoints must be >= 1"),
+    (["--variational.camera-map-pins", "-1"], "camera_map_pins must be >= 0"),
+    (["--variational.camera-map-sharpness", "0"], "camera_map_sharpness positive"),
+    (["--variational.no-camera-map", "--variational.camera-map-pins", "8"], "add --variational.camera-map"),
 ])
 def test_train_rejects_bad_values(tmp_path, args, fragment):
     out = tmp_path / "out"
