@@ -12,8 +12,10 @@ Settings:
   main-vpred            main with the network trained to predict v (its loss weighs high t 1/alphabar
                         more than eps does) and a finer camera map (16x16 grid, 4 Fourier octaves of the
                         camera).
-  main-vpred-map32      the same with a full-resolution (32x32) camera map: the demo preset's network,
-                        the one whose camera branch comes closest to the exact estimator's (camera_gap.json).
+  main-vpred-map32      the same with a full-resolution (32x32) camera map (an MLP of the camera),
+                        the one whose camera branch came closest to the exact estimator's until pins.
+  main-vpred-pins64     the same with the map a blend of 64 grids pinned to directions on the sphere
+                        (`--variational.camera-map-pins 64`) instead of an MLP of the camera.
   main-exact1200        main's exact rows in 3x longer runs (1200 steps; t_max drops at 600,
                         densification until 900), the bank re-rendered every 4 steps: the exact
                         estimator's strongest variant on tuning seeds (docs/results.md section 4).
@@ -78,10 +80,11 @@ EXACT_LONG = ["--steps", "1200", "--prior.anneal-step", "600", "--densify.refine
               "--synthetic.bank-refresh-every", "4"]
 
 
-def v_camera_map(grid: int) -> list[str]:
-    """The network trained to predict v, with a camera map of this grid and 4 Fourier octaves of the camera."""
-    return ["--variational.camera-map", "--variational.camera-map-grid", str(grid),
-            "--variational.camera-frequencies", "4", "--synthetic.unet-prediction", "v_prediction"]
+def v_camera_map(grid: int, pins: int = 0) -> list[str]:
+    """The network trained to predict v, with a camera map of this grid (an MLP of the camera, or `pins`
+    pinned grids) and 4 Fourier octaves of the camera."""
+    return ["--variational.camera-map", "--variational.camera-map-grid", str(grid), "--variational.camera-map-pins",
+            str(pins), "--variational.camera-frequencies", "4", "--synthetic.unet-prediction", "v_prediction"]
 
 
 VARIATIONAL = ["vsd", "esd_lam0.5", "esd_lam1.0"]
@@ -90,6 +93,7 @@ SETTINGS = {  # name: (flags, methods)
     "main-nomap": ([*FAIR, *CLASS_EMBEDDING], ["vsd", "esd_lam1.0"]),
     "main-vpred": ([*FAIR, *v_camera_map(16)], VARIATIONAL),
     "main-vpred-map32": ([*FAIR, *v_camera_map(32)], VARIATIONAL),
+    "main-vpred-pins64": ([*FAIR, *v_camera_map(32, pins=64)], VARIATIONAL),
     "main-exact1200": ([*FAIR, *EXACT_LONG], EXACT),
     "oracle": (["--synthetic.front-share", "0.25"], ["photometric", "sds-hardview"]),
     "front0.7": (["--synthetic.front-share", "0.7", *NO_PROMPTS, *CLASS_EMBEDDING], LEARNED),
@@ -111,7 +115,8 @@ class Args:
     results_dir: Path = REPO / "docs" / "results"
     steps: int | None = None
     """Override the demo preset's steps (default: the preset's)."""
-    strips: list[str] = field(default_factory=lambda: ["main", "main-vpred-map32", "main-exact1200"])
+    strips: list[str] = field(default_factory=lambda: ["main", "main-vpred-map32", "main-vpred-pins64",
+                                                         "main-exact1200"])
     """Settings whose turntable strips are written when they are run (about 0.5 MB each)."""
 
 
