@@ -194,8 +194,8 @@ class UNetVariational(nn.Module):
                                         cfg.camera_map_sharpness).to(unet.device)
             camera += [p for n, p in unet.conv_in.named_parameters() if not n.startswith("conv_in.")]
         self.trainable = trainable + camera
-        # fused: one kernel for all ~10M parameters (the demo's camera map alone has 8M); the per-tensor loop
-        # took a quarter of a demo step on the CPU (docs/benchmarks.md)
+        # fused: one kernel for all parameters (~10M with a 32x32 MLP camera map, 8M of them the map's); the loop
+        # over tensors took a quarter of a demo step on the CPU (docs/benchmarks.md)
         self.optimizer = torch.optim.AdamW([{"params": trainable}, {"params": camera,
                                                                    "lr": cfg.lr * cfg.camera_lr_scale}],
                                            lr=cfg.lr, betas=(0.9, 0.99), fused=True)
