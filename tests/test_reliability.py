@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -81,10 +82,12 @@ def test_resume_refuses_changes_that_define_the_run_and_records_safe_ones(tmp_pa
         assert "\n" not in str(err.value)
     saved = (tmp_path / "r" / "config.yaml").read_text()
     # a run saved before an option existed resumes with the option's default, and only with it
-    (tmp_path / "r" / "config.yaml").write_text(saved.replace("  camera_map_pins: 0\n", ""))
+    without = re.sub(r"\n  camera_map_sharpness: .*\n", "\n", saved)
+    assert without != saved
+    (tmp_path / "r" / "config.yaml").write_text(without)
     cfg = quick(tmp_path, steps=10, resume=True)
-    cfg.variational.camera_map_pins = 8
-    with pytest.raises(UserError, match=r"variational\.camera_map_pins: 0 -> 8"):
+    cfg.variational.camera_map_sharpness = 8.0
+    with pytest.raises(UserError, match=r"variational\.camera_map_sharpness: 20\.0 -> 8\.0"):
         Trainer(cfg)
     cfg = quick(tmp_path, steps=15, resume=True)
     cfg.log.preview_every = 5
