@@ -73,8 +73,9 @@ class VariationalConfig:
     """0: the camera map is an MLP of the camera. N > 0: a blend of N learned grids pinned to directions
     spread evenly over the sphere, weighted by a softmax of `camera_map_sharpness` x the cosine between the
     camera's direction from the origin and each pin (cameras must look at the origin, as both worlds'
-    orbits do). A view's step moves only the grids near it, so the map keeps up with a changing object."""
+    orbits do). A view's step moves mostly the grids near it, so the map keeps up with a changing object."""
     camera_map_sharpness: float = 20.0
+    """Of the pinned grids' softmax: at 20 a pin 18 deg from the camera weighs 1/e of one on it."""
 
 
 class CameraEmbedding(nn.Module):
