@@ -7,6 +7,7 @@ world-to-camera [C,4,4], `Ks` pinhole intrinsics [C,3,3] with the principal poin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -59,6 +60,12 @@ class Cameras:
     def camera_embedding_input(self) -> Tensor:
         """Flattened 4x4 camera-to-world matrices [C,16]: the variational network's camera input."""
         return self.c2w.reshape(len(self), 16)
+
+
+def fibonacci_lattice(n: int, dtype=torch.float32) -> tuple[Tensor, Tensor]:
+    """(z, azimuth in radians, not wrapped) of n directions spread near-uniformly over the unit sphere."""
+    i = torch.arange(n, dtype=dtype) + 0.5
+    return 1 - 2 * i / n, i * (math.pi * (3 - math.sqrt(5)))
 
 
 def look_at_origin(azimuth_deg: Tensor, elevation_deg: Tensor, radius: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, make_cameras
+from .cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, fibonacci_lattice, make_cameras
 from .errors import UserError
 from .io.atomic import atomic_path
 from .render import render_frames
@@ -48,9 +48,8 @@ class MeshConfig:
 def sphere_views(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Azimuths and elevations (deg) of n near-uniform directions (Fibonacci sphere), poles excluded
     (look-at with a z-up vector is undefined straight above and below)."""
-    i = torch.arange(n, dtype=torch.float64) + 0.5
-    z = (1 - 2 * i / n).clamp(-0.97, 0.97)
-    azimuth = torch.remainder(i * math.pi * (3 - math.sqrt(5)), 2 * math.pi)
+    z, azimuth = fibonacci_lattice(n, torch.float64)
+    z, azimuth = z.clamp(-0.97, 0.97), torch.remainder(azimuth, 2 * math.pi)
     return torch.rad2deg(azimuth).float() - 180.0, torch.rad2deg(torch.asin(z)).float()
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..cameras import Cameras
+from ..cameras import Cameras, fibonacci_lattice
 from .prior import denoising_target, eps_from_prediction
 
 ADAPTER = "esd_lora"
@@ -114,9 +114,7 @@ class CameraEmbedding(nn.Module):
 
 def fibonacci_sphere(n: int) -> Tensor:
     """n unit vectors spread evenly over the sphere [n,3]."""
-    i = torch.arange(n, dtype=torch.float32) + 0.5
-    z = 1 - 2 * i / n
-    phi = math.pi * (3 - math.sqrt(5)) * i
+    z, phi = fibonacci_lattice(n)
     r = (1 - z**2).sqrt()
     return torch.stack([r * phi.cos(), r * phi.sin(), z], dim=-1)
 
