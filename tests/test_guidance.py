@@ -288,3 +288,40 @@ def test_densification_never_exceeds_the_cap_and_logs_its_gradients(tiny_sd, tmp
     refines = [m for m in logs if "grad2d_q50" in m]
     assert len(refines) >= 5 and max(m["n_gaussians"] for m in logs) == 450
     assert all(m["grad2d_q50"] <= m["grad2d_q90"] <= m["grad2d_q99"] for m in refines)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("camera_map", ["none", "mlp", "pinned"])
+@pytest.mark.parametrize("base", ["shared", "separate"])
+def test_every_dtype_camera_map_and_base_trains(tiny_sd, dtype, camera_map, base):
+    """Half-precision bases with every camera input: the distillation loss and the variational update run,
+    LoRA and camera parameters stay float32 and learn, the base weights keep the asked dtype. (The pinned
+    map's fp32 grids once became `unet.dtype` and crashed bf16/fp16.)"""
+    from esd_gs.cameras import sample_orbit
+    from esd_gs.config import TrainConfig
+    from esd_gs.objective import Views, sample_backgrounds
+    from esd_gs.worlds.stable_diffusion import StableDiffusionWorld
+
+    cfg = TrainConfig(prompt="a corgi", model_path=str(tiny_sd), guidance="esd", lam=0.5,
+                      dtype=str(dtype).removeprefix("torch."))
+    cfg.variational.lora_rank, cfg.variational.camera_map = 4, camera_map != "none"
+    cfg.variational.camera_map_pins = 6 if camera_map == "pinned" else 0
+    cfg.variational.base_model = "shared" if base == "shared" else str(tiny_sd)
+    objective = StableDiffusionWorld(cfg, torch.device("cpu")).objective()
+    variational = objective.variational
+    assert variational.unet.time_embedding.linear_1.weight.dtype == dtype
+    assert (variational.unet is objective.prior.unet) == (base == "shared")
+    trainable0 = [p.detach().clone() for p in variational.trainable]
+    assert all(p.dtype == torch.float32 for p in variational.trainable)
+    g = torch.Generator().manual_seed(0)
+    cams = sample_orbit(cfg.cameras, 2, 16, g)
+    views = Views(cams, sample_backgrounds("random", 2, g))
+    rgb = torch.rand(2, 16, 16, 3, requires_grad=True)
+    for step in range(2):
+        step_loss = objective.loss(rgb, views, step)
+        step_loss.loss.backward()
+        logs = variational.update(step_loss.latents, cams.camera_embedding_input(), None)
+        assert math.isfinite(step_loss.loss.item()) and math.isfinite(logs["variational_loss"])
+    assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
+    changed = [not torch.equal(a, b) for a, b in zip(trainable0, variational.trainable)]
+    assert all(p.dtype == torch.float32 for p in variational.trainable) and all(changed)

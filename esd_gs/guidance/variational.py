@@ -172,6 +172,8 @@ class UNetVariational(nn.Module):
         (its prediction type decides whether the LoRA learns eps or v)."""
         super().__init__()
         self.unet, self.scheduler, self.cfg = unet, scheduler, cfg
+        # the base weights' dtype: `unet.dtype` is that of its first parameter, which the fp32 camera map becomes
+        self.dtype = unet.time_embedding.linear_1.weight.dtype
         self.register_buffer("text", text_embedding.detach().clone(), persistent=False)
         if cfg.lora_rank > 0:
             from peft import LoraConfig
@@ -200,9 +202,8 @@ class UNetVariational(nn.Module):
                                            lr=cfg.lr, betas=(0.9, 0.99), fused=True)
 
     def _eps(self, x_t: Tensor, t: Tensor, class_labels: Tensor) -> Tensor:
-        dtype = self.unet.dtype
-        text = self.text.expand(len(x_t), -1, -1).to(dtype)
-        pred = self.unet(x_t.to(dtype), t, encoder_hidden_states=text, class_labels=class_labels).sample
+        text = self.text.expand(len(x_t), -1, -1).to(self.dtype)
+        pred = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=text, class_labels=class_labels).sample
         return eps_from_prediction(pred, x_t, t, self.scheduler)
 
     @torch.no_grad()
@@ -238,8 +239,8 @@ class UNetVariational(nn.Module):
         x_t = self.scheduler.add_noise(latents, noise, t)
         drop = torch.rand(()) < self.cfg.camera_dropout
         labels = self.unet.class_embedding.labels(None if drop else cam16, B)
-        text = self.text.expand(B, -1, -1).to(self.unet.dtype)
-        pred = self.unet(x_t.to(self.unet.dtype), t, encoder_hidden_states=text, class_labels=labels).sample
+        text = self.text.expand(B, -1, -1).to(self.dtype)
+        pred = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=text, class_labels=labels).sample
         loss = F.mse_loss(pred.float(), denoising_target(latents, noise, t, self.scheduler).float())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
