@@ -14,9 +14,11 @@ import math
 import platform
 import resource
 import statistics
+import string
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -25,7 +27,7 @@ from .cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, VIEW_ELEVATION_DEG, make_came
 from .errors import UserError
 from .gaussians import rgb_to_sh0, splats_from_tensors
 
-H100_BF16_TFLOPS = 800.0  # dense bf16 peak the issue's floor is stated against
+HOPPER_BF16_TFLOPS = 800.0  # dense bf16 peak of an H100/H200 (an H200 measured 769-798 here): the floor
 
 
 @dataclass
@@ -53,13 +55,19 @@ class StepArgs:
     """Render resolution; default 512 for --full-size, the demo's 32 otherwise."""
     channel_scale: float = 1.0
     """--full-size only: UNet/VAE widths times this (1, 0.5, 0.25): a reduced config for CPU checks."""
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """auto: bfloat16 on CUDA, float32 on CPU."""
+    model_path: str | None = None
+    """--full-size only: load this Stable Diffusion folder or id (as `train --model-path`) instead of random
+    weights in the architecture of 2.1-base."""
+    camera_map_pins: int = 0
+    """Give the variational network the camera map of this many pinned grids (0: the preset's, none)."""
     densify: bool = True
     """Keep the preset's densification on (gsplat's strategy runs at its refine steps)."""
     backend: Literal["auto", "torch", "gsplat"] = "auto"
     """Rasterizer (auto: gsplat on CUDA, ours on CPU)."""
     steps: int = 10
+    """Timed steps without synchronisation (it/s as in training); then as many with each component timed."""
     warmup: int = 3
     device: str = "auto"
     json: bool = False
@@ -120,15 +128,10 @@ def bench_raster(args: RasterArgs) -> dict:
             "visible_gaussians": int((out.info["radii"] > 0).all(-1).sum()), "repeats": args.repeats}
 
 
-def sd21_base_random(channel_scale: float, resolution: int, device, dtype):
-    """Stable Diffusion 2.1-base's VAE and UNet configs with random weights; random text embeddings.
-    The prior works at `resolution` (512 for the real model)."""
+def sd21_modules(channel_scale: float, resolution: int):
+    """Stable Diffusion 2.1-base's UNet and VAE configs (widths times `channel_scale`) with random weights."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.utils import logging
 
-    from .guidance.stable_diffusion import VIEW_SUFFIX, StableDiffusionPrior, sd_scheduler
-
-    logging.set_verbosity_error()  # casting random weights with .to(dtype) is what we mean here
     if channel_scale not in (1.0, 0.5, 0.25):
         raise UserError(f"--channel-scale must be 1, 0.5 or 0.25 (got {channel_scale})")
     width = lambda cs: tuple(int(c * channel_scale) for c in cs)  # noqa: E731
@@ -145,10 +148,70 @@ def sd21_base_random(channel_scale: float, resolution: int, device, dtype):
         block_out_channels=width((128, 256, 512, 512)), down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4, sample_size=resolution, scaling_factor=0.18215,
     )
+    return unet, vae
+
+
+def sd21_base_random(channel_scale: float, resolution: int, device, dtype):
+    """A prior with Stable Diffusion 2.1-base's VAE and UNet (random weights) and random text embeddings.
+    The prior works at `resolution` (512 for the real model)."""
+    from diffusers.utils import logging
+
+    from .guidance.stable_diffusion import VIEW_SUFFIX, StableDiffusionPrior, sd_scheduler
+
+    logging.set_verbosity_error()  # casting random weights with .to(dtype) is what we mean here
+    unet, vae = sd21_modules(channel_scale, resolution)
     g = torch.Generator().manual_seed(0)
     text = lambda: torch.randn(1, 77, 1024, generator=g)  # noqa: E731
     cond = {None: text(), **{d: text() for d in VIEW_SUFFIX}}
     return StableDiffusionPrior(vae.to(dtype), unet.to(dtype), sd_scheduler(), text(), cond, device, dtype)
+
+
+def char_tokenizer(folder: Path, max_length: int):
+    """A character-level CLIP tokenizer (letters and commas) whose vocabulary files live in `folder`: real
+    CLIP vocabularies are downloads, and the prompts of a benchmark or test need no more."""
+    from transformers import CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for s in list(string.ascii_lowercase) + [","]:
+        vocab[s] = len(vocab)
+        vocab[s + "</w>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
+
+
+def save_random_sd21(folder: Path, dtype: torch.dtype = torch.float16, variant: str | None = "fp16",
+                     channel_scale: float = 1.0, resolution: int = 512, device="cpu") -> Path:
+    """A pipeline folder in Stable Diffusion 2.1-base's layout with random weights (UNet and VAE at full size,
+    so loading, memory and FLOPs are the real model's; a 2-layer text encoder of SD 2.1's width and a
+    character tokenizer, which only embed the prompts once). `variant` "fp16" saves `*.fp16.safetensors`
+    only, the usual half-precision download. `device`: where the weights are drawn (a GPU draws 1B in a blink)."""
+    from diffusers import DDPMScheduler
+    from diffusers.utils import logging
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    logging.set_verbosity_error()
+    folder = Path(folder)
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet, vae = sd21_modules(channel_scale, resolution)
+    unet.to(dtype).save_pretrained(folder / "unet", variant=variant)
+    vae.to(dtype).save_pretrained(folder / "vae", variant=variant)
+    CLIPTextModel(CLIPTextConfig(hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
+                                 num_hidden_layers=2, max_position_embeddings=77, vocab_size=100, bos_token_id=0,
+                                 eos_token_id=1, pad_token_id=1, hidden_act="gelu", projection_dim=512)
+                  ).to(dtype).save_pretrained(folder / "text_encoder", variant=variant)
+    char_tokenizer(folder / "tokenizer", 77).save_pretrained(folder / "tokenizer")
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                              beta_schedule="scaled_linear", prediction_type="epsilon")
+    scheduler.save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
+        "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
+    return folder
 
 
 def _step_config(args: StepArgs, device: torch.device, out_dir: str):
@@ -159,6 +222,9 @@ def _step_config(args: StepArgs, device: torch.device, out_dir: str):
                               device=str(device))
     cfg.log.progress = False
     cfg.densify.enabled = args.densify
+    cfg.dtype, cfg.model_path = args.dtype, args.model_path
+    if args.camera_map_pins:
+        cfg.variational.camera_map, cfg.variational.camera_map_pins = True, args.camera_map_pins
     cfg.render.backend = args.backend
     if args.resolution:
         cfg.render.resolution = args.resolution
@@ -167,6 +233,16 @@ def _step_config(args: StepArgs, device: torch.device, out_dir: str):
     elif args.full_size:
         cfg.render.resolution = 512
     return cfg
+
+
+def _timed_steps(trainer, steps: int, device: torch.device) -> float:
+    """Milliseconds per step of `steps` training steps, synchronised at the ends only."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()
+    _sync(device)
+    return 1000 * (time.perf_counter() - t0) / steps
 
 
 def bench_step(args: StepArgs) -> dict:
@@ -178,12 +254,15 @@ def bench_step(args: StepArgs) -> dict:
 
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
+    if args.model_path and not args.full_size:
+        raise UserError("--model-path needs --full-size")
     with tempfile.TemporaryDirectory() as out_dir:
         cfg = _step_config(args, device, out_dir)
         world = None
         if args.full_size:
-            world = StableDiffusionWorld(cfg, device, sd21_base_random(args.channel_scale, cfg.render.resolution,
-                                                                       device, dtype))
+            prior = None if args.model_path else sd21_base_random(args.channel_scale, cfg.render.resolution,
+                                                                  device, dtype)
+            world = StableDiffusionWorld(cfg, device, prior)
         trainer = Trainer(cfg, world)
         for _ in range(args.warmup):
             trainer.train_step()
@@ -194,29 +273,28 @@ def bench_step(args: StepArgs) -> dict:
             flops = counter.get_total_flops()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        step_ms = _timed_steps(trainer, args.steps, device)
         trainer.timer.enabled = True
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            trainer.train_step()
-        _sync(device)
-        step_ms = 1000 * (time.perf_counter() - t0) / args.steps
+        synced_ms = _timed_steps(trainer, args.steps, device)
         n_gaussians = len(trainer.splats["means"])
-    peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "bench": "step", "guidance": args.guidance, "full_size": args.full_size, "device": device_name(device),
         "dtype": str(dtype).removeprefix("torch."), "resolution": cfg.render.resolution,
-        "batch_size": cfg.render.batch_size, "num_gaussians": n_gaussians, "steps": args.steps,
-        "step_ms": step_ms, "it_s": 1000.0 / step_ms,
+        "batch_size": cfg.render.batch_size, "camera_map_pins": cfg.variational.camera_map_pins,
+        "num_gaussians": n_gaussians, "steps": args.steps, "step_ms": step_ms, "it_s": 1000.0 / step_ms,
+        "step_ms_timed_components": synced_ms,
         "components_ms": {k: v / args.steps for k, v in trainer.timer.ms.items()},
-        "peak_memory_mb": peak_mb, "peak_memory_kind": "cuda allocated" if device.type == "cuda" else "process rss",
     }
+    if device.type == "cuda":
+        result |= {"peak_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+                   "peak_reserved_mb": torch.cuda.max_memory_reserved(device) / 2**20}
+    else:
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.full_size:
-        result["channel_scale"] = args.channel_scale
+        result |= {"model_path": args.model_path} if args.model_path else {"channel_scale": args.channel_scale}
         result["tflop_per_step"] = flops / 1e12
         result["tflops"] = flops / 1e12 / (step_ms / 1000)
-        result["floor_ms"] = flops / (H100_BF16_TFLOPS * 1e12) * 1000
+        result["floor_ms"] = flops / (HOPPER_BF16_TFLOPS * 1e12) * 1000
         result["floor_ratio"] = step_ms / result["floor_ms"]
     return result
 

@@ -7,6 +7,7 @@ a missing model is one line saying what to download, not minutes of retries.
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
@@ -80,3 +81,23 @@ def resolve_model(model: str, parts: tuple[str, ...], kind: str = "Stable Diffus
         return Path(snapshot_download(model, allow_patterns=patterns))
     except Exception as e:
         raise UserError(f"could not download '{model}': {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+
+HALF_VARIANT = re.compile(r"\.fp16[.-]")  # model.fp16.safetensors, diffusion_pytorch_model.fp16-00001-of-00002...
+
+
+def weight_format(part: Path, dtype) -> dict:
+    """`from_pretrained` keywords (variant, use_safetensors) for the weight files a model part's folder holds:
+    safetensors before .bin; the fp16 variant first when running in half precision (half the bytes to read),
+    else the full-precision files, else whatever there is (fp16 weights upcast to fp32 lose nothing more)."""
+    import torch
+
+    names = [p.name for p in part.iterdir()] if part.is_dir() else []
+    found = {(ext, bool(HALF_VARIANT.search(n))) for n in names for ext in ("safetensors", "bin")
+             if n.endswith("." + ext) or re.search(rf"\.{ext}\.index\.json$", n)}
+    half_first = dtype in (torch.float16, torch.bfloat16)
+    for ext in ("safetensors", "bin"):
+        for half in ((True, False) if half_first else (False, True)):
+            if (ext, half) in found:
+                return {"variant": "fp16" if half else None, "use_safetensors": ext == "safetensors"}
+    raise UserError(f"{part} holds no weights (*.safetensors or *.bin); download that part of the model again")

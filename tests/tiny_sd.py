@@ -1,29 +1,15 @@
 """Tiny random models saved in the folder layouts users download: a Stable Diffusion pipeline (diffusers)
 and a CLIP model (transformers)."""
 
-import json
-import string
 from pathlib import Path
 
 import torch
 
+from esd_gs.bench import char_tokenizer
+
 
 TEXT_CONFIG = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=100,
                    bos_token_id=0, eos_token_id=1, pad_token_id=1, max_position_embeddings=16)
-
-
-def tiny_tokenizer(folder: Path):
-    """A character-level CLIP tokenizer (letters and commas) whose vocabulary files live in `folder`."""
-    from transformers import CLIPTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for s in list(string.ascii_lowercase) + [","]:
-        vocab[s] = len(vocab)
-        vocab[s + "</w>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
 
 
 def build_tiny_sd(folder: Path, prediction_type: str = "epsilon") -> Path:
@@ -42,7 +28,7 @@ def build_tiny_sd(folder: Path, prediction_type: str = "epsilon") -> Path:
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16,
     ).save_pretrained(folder / "vae")
     CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG)).save_pretrained(folder / "text_encoder")
-    tiny_tokenizer(folder / "tokenizer").save_pretrained(folder / "tokenizer")
+    char_tokenizer(folder / "tokenizer", 16).save_pretrained(folder / "tokenizer")
     DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                   prediction_type=prediction_type).save_pretrained(folder / "scheduler")
     return folder
@@ -58,5 +44,5 @@ def build_tiny_clip(folder: Path) -> Path:
                   patch_size=8)
     CLIPModel(CLIPConfig(text_config=TEXT_CONFIG, vision_config=vision, projection_dim=16)).save_pretrained(folder)
     images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=images, tokenizer=tiny_tokenizer(folder)).save_pretrained(folder)
+    CLIPProcessor(image_processor=images, tokenizer=char_tokenizer(folder, 16)).save_pretrained(folder)
     return folder

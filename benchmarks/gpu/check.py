@@ -1,18 +1,22 @@
 #!/usr/bin/env python
-"""The device check behind check.sh: one run on the GPU machine that always brings back numbers.
+"""The device check behind check.sh: one run of at most 300 s on the GPU machine that always brings back numbers.
 
-Sections, in order, each recorded in OUT/gpu_report.json as run / failed (with the error) / skipped
-(with why), the report rewritten after every section so a killed run still leaves what it measured:
-  environment       versions, GPU, nvcc
-  gsplat_build      JIT-compiles gsplat's CUDA extension in a subprocess (MAX_JOBS = cores,
-                    TORCH_CUDA_ARCH_LIST=9.0), timed; its exact error when it fails
-  cuda_tests        pytest -m cuda: gsplat vs our torch rasterizer (forward, backward), a CUDA training step
-  bench_raster      esd-gs bench raster --backend gsplat at 10k / 100k / 1M Gaussians, 512x512
-  bench_step_full   esd-gs bench step --full-size (SD 2.1-base architecture, random weights, bf16, 512)
-  train_sd21_esd    300 steps of the sd21-esd preset on random full-size weights, densifying from step 50:
-                    Gaussian count over time, it/s, peak memory
-Without gsplat the later sections use our torch rasterizer (the `torch` backend) and say so. A global
-deadline (--budget-s) skips what would not fit.
+Phases, each with a time budget (PHASES; they sum to <= 300 s) and recorded in OUT/gpu_report.json as
+run / failed (with the error) / skipped (with why) the moment it ends, so a killed run keeps what it measured:
+  environment   versions, GPU, nvcc; starts gsplat's JIT build in a child process (MAX_JOBS = cores - 2,
+                TORCH_CUDA_ARCH_LIST=9.0) that compiles beside the next phase
+  prepare       writes random weights in Stable Diffusion 2.1-base's layout (full-size UNet and VAE, fp16
+                variant files only: the usual half-precision download) for the phases below to load
+  gsplat_build  waits for the build: its time, or its exact error
+  parity        pytest -m cuda: gsplat against our torch rasterizer (forward, backward), a CUDA training step
+  raster        gsplat forward / forward+backward at 100k and 1M Gaussians, 512x512
+  step_bf16     full-size ESD step at 512, bf16, pinned camera map (64 grids): it/s unsynchronised, ms per
+                component, peak allocated and reserved memory, TFLOP per step, ratio to the bf16 floor
+  step_fp16     the same in fp16
+  cli_train     `esd-gs train --preset sd21-esd` through the CLI on those weights: 50 steps at 512, densifying,
+                a checkpoint and splats.ply
+A phase that needs gsplat while the build still runs waits until the phases after it have run; without
+gsplat the others use our torch rasterizer and say so.
 """
 
 from __future__ import annotations
@@ -29,7 +33,12 @@ import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SECTIONS = ("environment", "gsplat_build", "cuda_tests", "bench_raster", "bench_step_full", "train_sd21_esd")
+WEIGHTS = Path("/tmp/esd-gs-gpu-check/sd21-random")
+PHASES = {  # name: budget in seconds (the whole check: their sum)
+    "environment": 5, "prepare": 40, "gsplat_build": 105, "parity": 30, "raster": 10,
+    "step_bf16": 35, "step_fp16": 25, "cli_train": 50,
+}
+NEEDS_GSPLAT = ("parity", "raster")
 
 
 class Deadline(Exception):
@@ -37,14 +46,14 @@ class Deadline(Exception):
 
 
 class Report:
-    def __init__(self, out: Path, budget_s: float):
-        self.out, self.t0, self.budget_s = out, time.monotonic(), budget_s
-        self.data = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "budget_s": budget_s,
-                     "sections": {name: {"status": "pending"} for name in SECTIONS}}
+    def __init__(self, out: Path):
+        self.out, self.t0 = out, time.monotonic()
+        self.data = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "budget_s": sum(PHASES.values()),
+                     "phases": {name: {"status": "pending", "budget_s": s} for name, s in PHASES.items()}}
         self.write()
 
     def left(self) -> float:
-        return self.budget_s - (time.monotonic() - self.t0)
+        return self.data["budget_s"] - (time.monotonic() - self.t0)
 
     def write(self) -> None:
         self.data["elapsed_s"] = round(time.monotonic() - self.t0, 1)
@@ -53,20 +62,20 @@ class Report:
         os.replace(tmp, self.out / "gpu_report.json")
 
     def skip(self, name: str, why: str) -> None:
-        self.data["sections"][name] = {"status": "skipped", "why": why}
+        self.data["phases"][name] |= {"status": "skipped", "why": why}
         print(f"[{name}] skipped: {why}", flush=True)
         self.write()
 
-    def run(self, name: str, fn, limit_s: float, needs_s: float = 0.0):
-        """Runs fn() (returning a dict of figures) under an alarm of min(limit_s, time left)."""
-        left = self.left()
-        if left < needs_s or left < 5:
-            return self.skip(name, f"out of time ({left:.0f} s left)")
-        limit = int(max(5, min(limit_s, left)))
-        print(f"[{name}] running (limit {limit} s)", flush=True)
+    def run(self, name: str, fn) -> dict:
+        """Runs fn() (a dict of figures) under an alarm of its budget, or of the time left if that is less."""
+        limit = int(min(PHASES[name], self.left()))
+        if limit < 3:
+            self.skip(name, f"out of time ({self.left():.0f} s left)")
+            return {}
+        print(f"[{name}] running (budget {limit} s)", flush=True)
 
         def alarm(signum, frame):
-            raise Deadline(f"stopped after {limit} s")
+            raise Deadline(f"stopped at its budget of {limit} s")
 
         signal.signal(signal.SIGALRM, alarm)
         signal.alarm(limit)
@@ -79,9 +88,10 @@ class Report:
         finally:
             signal.alarm(0)
         result["seconds"] = round(time.monotonic() - t0, 1)
-        self.data["sections"][name] = result
-        print(f"[{name}] {result['status']} in {result['seconds']} s: "
-              f"{json.dumps({k: v for k, v in result.items() if k != 'traceback'}, default=str)[:1500]}", flush=True)
+        self.data["phases"][name] |= result
+        shown = {k: v for k, v in result.items() if k not in ("traceback", "output_tail")}
+        print(f"[{name}] {result['status']} in {result['seconds']} s: {json.dumps(shown, default=str)[:2000]}",
+              flush=True)
         self.write()
         return result
 
@@ -114,114 +124,138 @@ def _has(program: str) -> bool:
     return which(program) is not None
 
 
-def gsplat_build(limit_s: float) -> dict:
-    """Builds in a child process so a failure or hang cannot take this run with it."""
-    code = ("import time; t=time.time(); import gsplat.cuda._backend as b; "
-            "print('GSPLAT_OK' if b._C is not None else 'GSPLAT_NONE', round(time.time()-t, 1))")
-    try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=limit_s,
-                              env=os.environ)
-    except subprocess.TimeoutExpired:
-        return {"built": False, "error": f"no result within {limit_s:.0f} s"}
-    ok = "GSPLAT_OK" in done.stdout
-    result = {"built": ok, "max_jobs": os.environ.get("MAX_JOBS"),
-              "arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST")}
-    if ok:
-        result["build_s"] = float(done.stdout.split("GSPLAT_OK")[1].split()[0])
-    else:
-        result["error"] = (done.stderr or done.stdout).strip()[-4000:]
-    return result
+class GsplatBuild:
+    """gsplat's JIT build in a child process, so that a failure or a hang cannot take this run with it."""
+
+    CODE = ("import time; t = time.time(); import gsplat.cuda._backend as b; "
+            "print('GSPLAT_OK' if b._C is not None else 'GSPLAT_NONE', round(time.time() - t, 1))")
+
+    def __init__(self, log: Path):
+        env = {**os.environ, "MAX_JOBS": os.environ.get("MAX_JOBS", str(max(1, (os.cpu_count() or 4) - 2))),
+               "TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0")}
+        self.env, self.log, self.t0 = env, log, time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-c", self.CODE], stdout=open(log, "w"),
+                                     stderr=subprocess.STDOUT, env=env)
+
+    def done(self) -> bool:
+        return self.proc.poll() is not None
+
+    def built(self) -> bool:
+        return self.done() and "GSPLAT_OK" in self.log.read_text()
+
+    def wait(self) -> dict:
+        """Waits until it ends (the phase's alarm stops the waiting, not the build)."""
+        while not self.done():
+            time.sleep(0.5)
+        text = self.log.read_text()
+        result = {"built": self.built(), "wall_s": round(time.monotonic() - self.t0, 1),
+                  "max_jobs": self.env["MAX_JOBS"], "arch_list": self.env["TORCH_CUDA_ARCH_LIST"]}
+        if result["built"]:
+            result["build_s"] = float(text.split("GSPLAT_OK")[1].split()[0])
+        else:
+            result["error"] = text.strip()[-4000:]
+        return result
 
 
-def cuda_tests(limit_s: float) -> dict:
+def prepare() -> dict:
+    import torch
+
+    from esd_gs.bench import save_random_sd21
+
+    save_random_sd21(WEIGHTS, torch.float16, variant="fp16", device="cuda")
+    files = sorted(str(p.relative_to(WEIGHTS)) for p in WEIGHTS.rglob("*.safetensors"))
+    return {"folder": str(WEIGHTS), "weight_files": files,
+            "gib": round(sum(p.stat().st_size for p in WEIGHTS.rglob("*")) / 2**30, 2)}
+
+
+def parity() -> dict:
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
-                           str(REPO / "tests" / "test_cuda.py")], capture_output=True, text=True,
-                          timeout=limit_s, cwd=REPO)
+                           str(REPO / "tests" / "test_cuda.py")], capture_output=True, text=True, cwd=REPO)
     lines = done.stdout.strip().splitlines()
     return {"exit_code": done.returncode, "summary": lines[-1] if lines else "",
             "output_tail": "\n".join(lines[-40:])}
 
 
-def bench_raster(backend: str) -> dict:
-    from esd_gs.bench import RasterArgs, bench_raster as run
+def raster() -> dict:
+    from esd_gs.bench import RasterArgs, bench_raster
 
-    sizes = (10_000, 100_000, 1_000_000) if backend == "gsplat" else (10_000,)
-    return {"backend": backend, "results": [run(RasterArgs(num_gaussians=n, resolution=512, backend=backend,
-                                                           repeats=10)) for n in sizes]}
+    return {"results": [bench_raster(RasterArgs(num_gaussians=n, resolution=512, backend="gsplat", repeats=10))
+                        for n in (100_000, 1_000_000)]}
 
 
-def bench_step_full(backend: str) -> dict:
+def step(dtype: str, backend: str) -> dict:
     from esd_gs.bench import StepArgs, bench_step
 
-    return bench_step(StepArgs(full_size=True, dtype="bfloat16", resolution=512, steps=10, warmup=3,
-                               backend=backend, json=True))
+    return bench_step(StepArgs(full_size=True, model_path=str(WEIGHTS), dtype=dtype, resolution=512,
+                               camera_map_pins=64, steps=10, warmup=3, backend=backend))
 
 
-def train_sd21_esd(backend: str, steps: int = 300) -> dict:
-    import torch
-
-    from esd_gs.bench import sd21_base_random
-    from esd_gs.config import load_preset
-    from esd_gs.train import Trainer
-    from esd_gs.worlds.stable_diffusion import StableDiffusionWorld
-
-    cfg = load_preset("sd21-esd")
-    # the run folder stays on the machine: only the report and the log travel back
-    cfg.steps, cfg.output_dir, cfg.run_name, cfg.overwrite = steps, Path("/tmp/esd-gs-gpu-check"), "sd21-esd", True
-    cfg.render.backend = backend
-    cfg.densify.refine_start_iter, cfg.densify.refine_every = 50, 50
-    cfg.log.progress, cfg.log.preview_every, cfg.log.checkpoint_every = False, 100, 1000
-    cfg.log.turntable_frames = 12
-    device = torch.device("cuda")
-    world = StableDiffusionWorld(cfg, device, sd21_base_random(1.0, 512, device, torch.bfloat16))
-    torch.cuda.reset_peak_memory_stats()
+def cli_train(backend: str, out: Path) -> dict:
+    """The user's command on the random full-size weights; what it printed and wrote."""
+    run_dir = WEIGHTS.parent / "runs" / "cli"
+    command = [sys.executable, "-m", "esd_gs.cli", "train", "--preset", "sd21-esd", "--prompt", "a corgi", "--model-path", str(WEIGHTS),
+               "--output-dir", str(run_dir.parent), "--run-name", run_dir.name, "--overwrite", "--steps", "50",
+               "--render.backend", backend, "--variational.camera-map", "--variational.camera-map-pins", "64",
+               "--densify.refine-start-iter", "20", "--densify.refine-every", "10", "--log.checkpoint-every", "25",
+               "--log.preview-every", "50", "--log.turntable-frames", "8", "--log.no-progress"]
     t0 = time.monotonic()
-    trainer = Trainer(cfg, world)
-    counts, refines, t_steps = [], [], time.monotonic()
-    try:
-        while trainer.step < cfg.steps:
-            logs = trainer.train_step()
-            if trainer.step % 25 == 0 or "grad2d_q50" in logs:
-                counts.append((trainer.step, logs["n_gaussians"]))
-            if "grad2d_q50" in logs:
-                refines.append({k: logs[k] for k in ("step", "grad2d_q50", "grad2d_q90", "grad2d_q99", "grown_share")})
-    except Deadline:
-        pass  # report the steps that fitted
-    steps_s = time.monotonic() - t_steps
-    return {"backend": backend, "steps_done": trainer.step, "it_s": trainer.step / steps_s,
-            "setup_s": round(t_steps - t0, 1), "gaussians": counts, "refines": refines,
-            "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-            "max_gaussians_cap": cfg.densify.max_gaussians}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    wall = time.monotonic() - t0
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()] \
+        if (run_dir / "metrics.jsonl").exists() else []
+    previews = sorted((run_dir / "previews").glob("*.png"))
+    if previews:
+        (out / "cli_preview.png").write_bytes(previews[-1].read_bytes())
+    return {"exit_code": done.returncode, "wall_s": round(wall, 1), "stdout_tail": done.stdout[-1500:],
+            "stderr_tail": done.stderr[-3000:], "steps_logged": len(metrics),
+            "it_s_median_after_10": sorted(m["it_s"] for m in metrics[10:])[len(metrics[10:]) // 2]
+            if len(metrics) > 10 else None,
+            "gaussians": [(m["step"], m["n_gaussians"]) for m in metrics if m["step"] % 10 == 0],
+            "refines": [{k: m[k] for k in m if k.startswith(("grad2d", "grown", "step"))}
+                        for m in metrics if "grad2d_q50" in m],
+            "checkpoints": sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")),
+            "splats_ply_bytes": (run_dir / "splats.ply").stat().st_size if (run_dir / "splats.ply").exists() else 0,
+            "outputs": sorted(p.name for p in run_dir.iterdir()) if run_dir.exists() else []}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--dry-run", action="store_true", help="CPU machine: run nothing that needs a GPU")
-    parser.add_argument("--budget-s", type=float, default=510.0, help="everything must end within this")
+    parser.add_argument("--dry-run", action="store_true", help="CPU machine: list the phases, run nothing on a GPU")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    report = Report(args.out, args.budget_s)
-    report.run("environment", environment, 60)
-    if args.dry_run:
-        for name in SECTIONS[1:]:
-            report.skip(name, "dry run")
-        return
+    print("phases (budget s): " + ", ".join(f"{k} {v}" for k, v in PHASES.items()) +
+          f"; total {sum(PHASES.values())} s", flush=True)
+    report = Report(args.out)
+    report.run("environment", environment)
     import torch
 
-    if not torch.cuda.is_available():
-        for name in SECTIONS[1:]:
-            report.skip(name, "no CUDA device")
+    if args.dry_run or not torch.cuda.is_available():
+        for name in list(PHASES)[1:]:
+            report.skip(name, "dry run" if args.dry_run else "no CUDA device")
         return
-    os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 8))
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
-    build = report.run("gsplat_build", lambda: gsplat_build(min(270.0, report.left() - 200)), 280, needs_s=230)
-    backend = "gsplat" if build and build.get("built") else "torch"
-    report.data["backend"] = backend
-    report.run("cuda_tests", lambda: cuda_tests(min(120.0, report.left() - 150)), 130, needs_s=160)
-    report.run("bench_raster", lambda: bench_raster(backend), 60, needs_s=120)
-    report.run("bench_step_full", lambda: bench_step_full(backend), 90, needs_s=90)
-    report.run("train_sd21_esd", lambda: train_sd21_esd(backend), max(10.0, report.left() - 5))
+    build = GsplatBuild(args.out / "gsplat_build.log")
+    report.run("prepare", prepare)
+    report.run("gsplat_build", build.wait)
+    backend = lambda: "gsplat" if build.built() else "torch"  # noqa: E731 - the build may end later
+    report.data["backend"] = {}  # the rasterizer each phase used
+    deferred = []
+    phases = {"parity": parity, "raster": raster,
+              "step_bf16": lambda: step("bfloat16", backend()), "step_fp16": lambda: step("float16", backend()),
+              "cli_train": lambda: cli_train(backend(), args.out)}
+    for name, fn in phases.items():
+        if name in NEEDS_GSPLAT and not build.built():
+            deferred.append(name)
+            continue
+        report.data["backend"][name] = backend()
+        report.run(name, fn)
+    for name in deferred:  # the build may have ended meanwhile
+        if build.built():
+            report.run(name, phases[name])
+        else:
+            report.skip(name, "gsplat not built" + ("" if build.done() else " yet (still compiling)"))
+    if not build.done():
+        build.proc.kill()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared device check (run on the GPU machine from the repository root, with .whl carried):
-#   OUT=/some/dir bash benchmarks/gpu/check.sh            # at most ~9 minutes on an H200
-#   OUT=/some/dir bash benchmarks/gpu/check.sh --dry-run  # on a CPU machine: the harness alone
+#   OUT=/some/dir bash benchmarks/gpu/check.sh            # at most 300 s on an H200 (budgets: check.py)
+#   OUT=/some/dir bash benchmarks/gpu/check.sh --dry-run  # on a CPU machine: lists the phases and budgets
 # PYTHON selects the interpreter (default python3, the one holding torch on the GPU machine).
 # Writes $OUT/gpu_report.json (every section: run, failed or skipped, with its figures) and $OUT/gpu_check.log.
 set -uo pipefail

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from ..weights import resolve_model
+from ..weights import resolve_model, weight_format
 from .prior import eps_from_prediction, to_model_images
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
@@ -73,9 +73,12 @@ class StableDiffusionPrior:
         folder = resolve_model(model, MODEL_PARTS)
         try:
             tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
-            text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype)
-            vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype)
-            unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
+            text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype,
+                                                         **weight_format(folder / "text_encoder", dtype))
+            vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype,
+                                                **weight_format(folder / "vae", dtype))
+            unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype,
+                                                        **weight_format(folder / "unet", dtype))
             scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
         except (OSError, ValueError) as e:
             raise UserError(f"cannot load Stable Diffusion from {model}: {str(e).splitlines()[0]}") from None

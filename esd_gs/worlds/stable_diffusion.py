@@ -8,7 +8,7 @@ from ..device import pick_dtype
 from ..guidance.distill import DistillationObjective
 from ..guidance.stable_diffusion import DEFAULT_MODEL, StableDiffusionPrior, load_scheduler
 from ..guidance.variational import UNetVariational
-from ..weights import resolve_model
+from ..weights import resolve_model, weight_format
 from . import World
 
 
@@ -36,7 +36,8 @@ class StableDiffusionWorld(World):
         from diffusers import UNet2DConditionModel
 
         folder = resolve_model(vcfg.base_model, ("unet", "scheduler"))
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=prior.dtype)
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=prior.dtype,
+                                                    **weight_format(folder / "unet", prior.dtype))
         unet = unet.to(self.device).requires_grad_(False)
         return UNetVariational(unet, prior.cond[None], load_scheduler(str(folder)), vcfg)
 
