@@ -97,8 +97,8 @@ def _tile_intersections(means2d: Tensor, radii: Tensor, width: int, height: int,
     y1 = torch.ceil(m[:, 1] + r[:, 1]).clamp(0, tiles_y).long()
     nx = x1 - x0
     counts = nx * (y1 - y0)
-    pair = torch.repeat_interleave(torch.arange(len(cam)), counts)
-    local = torch.arange(len(pair)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    pair = torch.repeat_interleave(torch.arange(len(cam), device=cam.device), counts)
+    local = torch.arange(len(pair), device=cam.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
     tile = (y0[pair] + local // nx[pair]) * tiles_x + x0[pair] + local % nx[pair]
     flat_tile = cam[pair] * (tiles_x * tiles_y) + tile
     return flat_tile, cam[pair], gid[pair], tiles_x, tiles_y
