@@ -16,6 +16,10 @@ Settings:
                         the one whose camera branch came closest to the exact estimator's until pins.
   main-vpred-pins64     the same with the map a blend of 64 grids pinned to directions on the sphere
                         (`--variational.camera-map-pins 64`) instead of an MLP of the camera.
+  main-vpred-pins64-top20  main-vpred-pins64 with the scale-free densification of the Stable Diffusion path
+                        (`--densify.grow-top 0.2 --densify.prune-large`: the top 20% of visible Gaussians
+                        by 2D gradient grow at each refine, the demo's threshold grew 20-24%; oversized
+                        Gaussians pruned): the re-check before that rule may become the demo's.
   main-exact1200        main's exact rows in 3x longer runs (1200 steps; t_max drops at 600,
                         densification until 900), the bank re-rendered every 4 steps: the exact
                         estimator's strongest variant on tuning seeds (docs/results.md section 4).
@@ -94,6 +98,8 @@ SETTINGS = {  # name: (flags, methods)
     "main-vpred": ([*FAIR, *v_camera_map(16)], VARIATIONAL),
     "main-vpred-map32": ([*FAIR, *v_camera_map(32)], VARIATIONAL),
     "main-vpred-pins64": ([*FAIR, *v_camera_map(32, pins=64)], VARIATIONAL),
+    "main-vpred-pins64-top20": ([*FAIR, *v_camera_map(32, pins=64), "--densify.grow-top", "0.2",
+                                 "--densify.prune-large"], ["vsd", "esd_lam1.0"]),
     "main-exact1200": ([*FAIR, *EXACT_LONG], EXACT),
     "oracle": (["--synthetic.front-share", "0.25"], ["photometric", "sds-hardview"]),
     "front0.7": (["--synthetic.front-share", "0.7", *NO_PROMPTS, *CLASS_EMBEDDING], LEARNED),

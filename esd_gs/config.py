@@ -215,6 +215,10 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"prior timesteps need 0 <= t_min < t_max_final, t_max <= 1 (got {lo}, {hi})")
 
 
+# options added since runs were first saved, with the behaviour runs had before the option existed (what a
+# saved config.yaml without the key was trained with, where that differs from today's default)
+BEFORE_ADDED = {"densify.grow_top": 0.0, "densify.prune_large": False}
+
 # what may differ when a run is resumed: its length, where things are, how it is logged
 RESUMABLE = ("steps", "resume", "overwrite", "preset", "output_dir", "run_name", "device", "model_path",
              "render.backend", "log.")
@@ -244,10 +248,10 @@ def saved_config(run_dir: Path) -> dict:
 
 def config_changes(saved: dict, cfg: TrainConfig) -> dict[str, tuple]:
     """{key: (saved value, new value)} for every setting that differs from a run's saved config.yaml. A key
-    the saved file lacks (an option added since the run started) counts as its default, which is what the
-    run was trained with."""
+    the saved file lacks (an option added since the run started) counts as what the run was trained with: its
+    value before it existed (BEFORE_ADDED), else its default."""
     new = flatten(to_dict(cfg))
-    old = {k: v for k, v in flatten(to_dict(TrainConfig())).items() if k in new} | flatten(saved)
+    old = {k: v for k, v in flatten(to_dict(TrainConfig())).items() if k in new} | BEFORE_ADDED | flatten(saved)
     return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from gsplat.strategy import DefaultStrategy
-from gsplat.strategy.ops import duplicate, reset_opa, split
+from gsplat.strategy.ops import duplicate, remove, reset_opa, split
 
 NEVER = 1_000_000_000
 
@@ -35,6 +35,14 @@ class Densifier(DefaultStrategy):
     refine_every: int = 100
     reset_every: int = NEVER
     """Opacity reset period (default: never)."""
+    grow_top: float = 0.2
+    """0: grow the Gaussians whose mean 2D gradient exceeds `grow_grad2d` (gsplat's rule, in the gradient's
+    units). > 0: grow this share of the visible Gaussians, those with the highest mean 2D gradient, at each
+    refine: the same growth whatever the gradient's scale (Stable Diffusion's has a scale no CPU test can
+    calibrate)."""
+    prune_large: bool = True
+    """Prune Gaussians larger than `prune_scale3d` x the scene scale at every refine. gsplat does so only
+    after an opacity reset, which distillation runs switch off, so without this oversized blobs stay."""
 
     def step_post_backward(self, params, optimizers, state, step, info, packed=False):
         super().step_post_backward(params, optimizers, state, step, info, packed=packed)
@@ -43,12 +51,18 @@ class Densifier(DefaultStrategy):
 
     @torch.no_grad()
     def _grow_gs(self, params, optimizers, state, step) -> tuple[int, int]:
-        """gsplat's rule (duplicate small, split large Gaussians whose mean 2D gradient > grow_grad2d),
-        limited to the highest gradients that fit under max_gaussians. Leaves the gradient quantiles of
-        the visible Gaussians and the share grown in state["refine_log"]."""
+        """gsplat's rule (duplicate small, split large Gaussians whose mean 2D gradient > grow_grad2d), or
+        the top `grow_top` share of the visible ones, limited to the highest gradients that fit under
+        max_gaussians. Leaves the gradient quantiles of the visible Gaussians and the share grown in
+        state["refine_log"]."""
         count = state["count"]
         grads = state["grad2d"] / count.clamp_min(1)
-        grow = grads > self.grow_grad2d
+        if self.grow_top > 0:
+            grow = torch.zeros_like(count, dtype=torch.bool)
+            n_top = int(self.grow_top * int((count > 0).sum()))
+            grow[torch.topk(torch.where(count > 0, grads, -1.0), n_top).indices] = True
+        else:
+            grow = grads > self.grow_grad2d
         n = len(grads)
         budget = max(0, self.max_gaussians - n)  # duplicate and split each add one Gaussian
         if int(grow.sum()) > budget:
@@ -69,3 +83,15 @@ class Densifier(DefaultStrategy):
             split(params=params, optimizers=optimizers, state=state, revised_opacity=self.revised_opacity,
                   mask=torch.cat([is_split, torch.zeros(n_dupli, dtype=torch.bool, device=grads.device)]))
         return n_dupli, n_split
+
+    @torch.no_grad()
+    def _prune_gs(self, params, optimizers, state, step) -> int:
+        n_prune = super()._prune_gs(params, optimizers, state, step)
+        if self.prune_large and step <= self.reset_every:  # after a reset gsplat prunes by size itself
+            too_big = torch.exp(params["scales"]).max(dim=-1).values > self.prune_scale3d * state["scene_scale"]
+            n_big = int(too_big.sum())
+            if n_big:
+                remove(params=params, optimizers=optimizers, state=state, mask=too_big)
+            state.setdefault("refine_log", {})["pruned_large"] = n_big
+            n_prune += n_big
+        return n_prune

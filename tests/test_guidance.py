@@ -280,7 +280,7 @@ def test_densification_never_exceeds_the_cap_and_logs_its_gradients(tiny_sd, tmp
     cfg = load_preset("sd21-esd")
     cfg.model_path, cfg.output_dir, cfg.run_name, cfg.steps = str(tiny_sd), tmp_path, "cap", 40
     cfg.render.resolution, cfg.gaussians.num_points = 32, 400
-    cfg.densify.refine_start_iter, cfg.densify.refine_every, cfg.densify.grow_grad2d = 5, 5, 1e-6
+    cfg.densify.refine_start_iter, cfg.densify.refine_every, cfg.densify.grow_top = 5, 5, 0.5
     cfg.densify.max_gaussians = 450
     cfg.log.turntable_frames, cfg.log.turntable_resolution, cfg.log.progress = 2, 32, False
     Trainer(cfg).train()
