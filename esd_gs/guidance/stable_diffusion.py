@@ -8,10 +8,10 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from ..weights import resolve_model, weight_format
+from ..weights import WEIGHT_PARTS, resolve_model, weight_format
 from .prior import eps_from_prediction, to_model_images
 
-DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
+DEFAULT_MODEL = "sd21-base"  # an alias: the ids weights.MODEL_ALIASES lists for SD 2.1-base
 VIEW_SUFFIX = {"front": ", front view", "side": ", side view", "back": ", back view",
                "overhead": ", overhead view"}
 MODEL_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -70,15 +70,14 @@ class StableDiffusionPrior:
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        folder = resolve_model(model, MODEL_PARTS)
+        folder = resolve_model(model, MODEL_PARTS, dtype=dtype)
+        formats = {part: weight_format(folder / part, dtype) for part in WEIGHT_PARTS}  # before loading any
         try:
             tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
             text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype,
-                                                         **weight_format(folder / "text_encoder", dtype))
-            vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype,
-                                                **weight_format(folder / "vae", dtype))
-            unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype,
-                                                        **weight_format(folder / "unet", dtype))
+                                                         **formats["text_encoder"])
+            vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, **formats["vae"])
+            unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, **formats["unet"])
             scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
         except (OSError, ValueError) as e:
             raise UserError(f"cannot load Stable Diffusion from {model}: {str(e).splitlines()[0]}") from None

@@ -53,7 +53,8 @@ class VariationalConfig:
     lora_rank: int = 16
     """LoRA rank on the SD UNet (0 = train the whole UNet)."""
     base_model: str = "shared"
-    """'shared': adapter on the prior's own UNet (far less memory); else a model id / folder to load."""
+    """'shared': adapter on the prior's own UNet (far less memory); else a folder, hub id or alias to load
+    (sd21: Stable Diffusion 2.1, v prediction, threestudio's ProlificDreamer choice)."""
     lr: float = 1e-4
     camera_dropout: float = 0.1
     """Probability that a whole training batch gets the all-zero camera (teaches the camera-free score)."""

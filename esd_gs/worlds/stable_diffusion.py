@@ -35,7 +35,7 @@ class StableDiffusionWorld(World):
             return UNetVariational(prior.unet, prior.cond[None], prior.scheduler, vcfg)
         from diffusers import UNet2DConditionModel
 
-        folder = resolve_model(vcfg.base_model, ("unet", "scheduler"))
+        folder = resolve_model(vcfg.base_model, ("unet", "scheduler"), dtype=prior.dtype)
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=prior.dtype,
                                                     **weight_format(folder / "unet", prior.dtype))
         unet = unet.to(self.device).requires_grad_(False)
