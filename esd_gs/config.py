@@ -50,6 +50,10 @@ class LogConfig:
     """Frames of the turntable GIF/MP4 written at the end (0: none)."""
     turntable_resolution: int = 128
     progress: bool = True
+    metrics_every: int = 10
+    """Logged scalars stay on the device and are read, all at once, every N steps (and before checkpoints,
+    previews and the end) into metrics.jsonl and the progress bar: reading them each step would make the
+    CPU wait for the GPU every step."""
 
 
 @dataclass
@@ -182,6 +186,8 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.log.turntable_frames < 0 or cfg.log.turntable_resolution <= 0:
         raise UserError(f"log.turntable_frames must be >= 0 and log.turntable_resolution positive (got "
                         f"{cfg.log.turntable_frames}, {cfg.log.turntable_resolution})")
+    if cfg.log.metrics_every < 1:
+        raise UserError(f"log.metrics_every must be >= 1 (got {cfg.log.metrics_every})")
     if cfg.log.keep_checkpoints < 1:
         raise UserError(f"log.keep_checkpoints must be >= 1 (got {cfg.log.keep_checkpoints})")
     var = cfg.variational

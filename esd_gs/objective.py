@@ -32,7 +32,8 @@ class Views:
 @dataclass
 class StepLoss:
     loss: Tensor
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, float | Tensor] = field(default_factory=dict)
+    """Scalars to log; 0-d tensors stay on the device until the trainer reads a batch of steps at once."""
     latents: Tensor | None = None  # detached encodings of the renders, for the objective's own update
 
 

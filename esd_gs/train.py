@@ -98,6 +98,25 @@ def check_resume(cfg: TrainConfig, run_dir: Path) -> dict:
     return changes
 
 
+def write_metrics(pending: list[dict], metrics, bar, since: float) -> float:
+    """Appends the logs of the steps since the last call to metrics.jsonl: their device scalars are read in
+    one transfer (one wait for the device) and it_s is their mean rate. Returns the time of this call."""
+    now = time.perf_counter()
+    if not pending:
+        return now
+    tensors = [(i, k, v) for i, logs in enumerate(pending) for k, v in logs.items() if torch.is_tensor(v)]
+    if tensors:
+        device = next((v.device for _, _, v in tensors if v.device.type != "cpu"), torch.device("cpu"))
+        values = torch.stack([v.detach().float().reshape(()).to(device) for _, _, v in tensors]).tolist()
+        for (i, k, _), value in zip(tensors, values):
+            pending[i][k] = value
+    rate = len(pending) / max(now - since, 1e-9)
+    metrics.write("".join(json.dumps({**logs, "it_s": rate}) + "\n" for logs in pending))
+    metrics.flush()
+    bar.set_postfix(loss=f"{pending[-1]['loss']:.4g}", gaussians=pending[-1]["n_gaussians"], refresh=False)
+    return now
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, world: World | None = None):
         """world: a ready-made one (benchmarks); default: the configured world."""
@@ -195,10 +214,8 @@ class Trainer:
             self.densifier.step_pre_backward(self.splats, self.optimizers, self.strategy_state, step, out.info)
         with timer("backward"):
             step_loss.loss.backward()
-        logs = {"step": step + 1, "loss": step_loss.loss.item(), **step_loss.logs}
-        finite = torch.isfinite(step_loss.loss) and all(torch.isfinite(p.grad).all() for p in self.splats.values()
-                                                        if p.grad is not None)
-        if finite:
+        logs = {"step": step + 1, "loss": step_loss.loss.detach(), **step_loss.logs}
+        if self._finite(step_loss.loss):
             with timer("optimizer"):
                 lrs = learning_rates(self.cfg.gaussians, step)
                 for k, opt in self.optimizers.items():
@@ -217,6 +234,13 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         self.step += 1
         return {**logs, "n_gaussians": len(self.splats["means"]), "skipped_steps": self.skipped_steps}
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss and every gradient are finite: one reduction, one wait for the device (of the
+        step's only one when logs are read every log.metrics_every steps)."""
+        grads = [p.grad for p in self.splats.values() if p.grad is not None and p.grad.numel()]
+        largest = torch.stack([loss.detach().abs().float(), *torch._foreach_norm(grads, float("inf"))])
+        return bool(torch.isfinite(largest).all())
 
     def _handle_nonfinite(self) -> None:
         """Skip the step; after a streak, roll back to the last checkpoint and halve the learning rates."""
@@ -290,18 +314,20 @@ class Trainer:
             previous = signal.signal(signal.SIGINT, request_stop)
         try:
             with open(metrics_path, "a") as metrics:
+                pending, since = [], time.perf_counter()
                 while self.step < cfg.steps and not stop.is_set():
-                    t0 = time.perf_counter()
-                    logs = self.train_step()
-                    logs["it_s"] = 1.0 / max(time.perf_counter() - t0, 1e-9)
-                    metrics.write(json.dumps(logs) + "\n")
-                    metrics.flush()
-                    bar.set_postfix(loss=f"{logs['loss']:.4g}", gaussians=logs["n_gaussians"], refresh=False)
+                    pending.append(self.train_step())
                     bar.update(1)
-                    if cfg.log.preview_every and self.step % cfg.log.preview_every == 0:
+                    preview = cfg.log.preview_every and self.step % cfg.log.preview_every == 0
+                    checkpoint = self.checkpoint_due()
+                    if len(pending) >= cfg.log.metrics_every or preview or checkpoint or self.step >= cfg.steps:
+                        since = write_metrics(pending, metrics, bar, since)
+                        pending = []
+                    if preview:
                         self.save_preview()
-                    if self.checkpoint_due():
+                    if checkpoint:
                         self.save_checkpoint()
+                write_metrics(pending, metrics, bar, since)
             if stop.is_set() and self.step < cfg.steps:
                 self.save_checkpoint()
                 raise Interrupted(f"stopped at step {self.step} of {cfg.steps}; saved a checkpoint in "

@@ -224,7 +224,7 @@ def assert_trains_against_v(var, latents, cam16):
     if not drop:
         assert torch.allclose(var.camera_eps(x_t, t, cam16), ab.sqrt() * pred + (1 - ab).sqrt() * x_t, atol=1e-5)
     torch.manual_seed(3)
-    assert var.denoising_step(latents, cam16) == pytest.approx(expected, rel=1e-5)
+    assert var.denoising_step(latents, cam16).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_separate_v_prediction_base_trains_its_lora_against_v(tiny_sd, tmp_path):
@@ -316,3 +316,30 @@ def test_every_dtype_camera_map_and_base_trains(tiny_sd, dtype, camera_map, base
     assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
     changed = [not torch.equal(a, b) for a, b in zip(trainable0, variational.trainable)]
     assert all(p.dtype == torch.float32 for p in variational.trainable) and all(changed)
+
+
+def test_variational_train_steps_are_one_batched_forward(prior):
+    """--variational.train-steps K: one UNet forward of K x B rows (fresh t and noise each, a camera dropout
+    draw per copy), one optimiser step, and that batch's loss, as threestudio batches its LoRA timesteps."""
+    var = attach(prior)
+    var.cfg.train_steps, var.cfg.camera_dropout = 3, 0.5
+    latents, _, _, cam16 = inputs(prior)
+    torch.manual_seed(5)  # the expected loss by hand, with the draws update() will make
+    t = torch.randint(0, 1000, (6,))
+    noise = torch.randn(6, 4, 8, 8)
+    drops = [bool(torch.rand(()) < 0.5) for _ in range(3)]
+    emb = var.unet.class_embedding
+    labels = torch.cat([emb.labels(None if d else cam16, 2) for d in drops])
+    with torch.no_grad():
+        pred = var.unet(prior.scheduler.add_noise(latents.repeat(3, 1, 1, 1), noise, t), t,
+                        encoder_hidden_states=var.text.expand(6, -1, -1), class_labels=labels).sample
+    expected = torch.nn.functional.mse_loss(pred, noise).item()
+    calls, steps = [], []
+    hook = var.unet.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    step = var.optimizer.step
+    var.optimizer.step = lambda *a, **k: steps.append(1) or step(*a, **k)
+    torch.manual_seed(5)
+    loss = var.update(latents, cam16, None)["variational_loss"]
+    hook.remove()
+    assert calls == [6] and steps == [1]
+    assert loss.item() == pytest.approx(expected, rel=1e-5) and True in drops and False in drops

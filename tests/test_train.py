@@ -140,3 +140,13 @@ def test_photometric_reconstruction_reaches_25db(tmp_path):
     psnr = -10 * math.log10(((pred - truth) ** 2).mean().item())
     print(f"held-out PSNR {psnr:.2f} dB, Gaussians {n0} -> {len(trainer.splats['means'])}")
     assert psnr > 25.0
+
+
+def test_metrics_are_read_in_batches_but_every_step_is_written(tmp_path):
+    cfg = tiny_synthetic(tmp_path, run_name="m", steps=13)
+    cfg.log.metrics_every = 5
+    Trainer(cfg).train()
+    logs = [json.loads(line) for line in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in logs] == list(range(1, 14))
+    assert all(isinstance(m["loss"], float) and isinstance(m["t"], float) and m["it_s"] > 0 for m in logs)
+    assert len({m["it_s"] for m in logs[:5]}) == 1  # one rate for the steps read together

@@ -121,7 +121,7 @@ class DistillationObjective:
                                  self.directions(views.cameras), self.scale, self.timer)
         if self.cfg.grad_clip is not None:
             grad = grad.clamp(-self.cfg.grad_clip, self.cfg.grad_clip)
-        logs = {"t": t.float().mean().item(), "grad_norm": grad.norm().item() / B}
+        logs = {"t": t.float().mean(), "grad_norm": grad.norm() / B}  # read later, with other steps' logs
         return StepLoss(distillation_loss(latents, grad), logs, latents.detach())
 
     def update(self, splats, step_loss: StepLoss, views: Views) -> dict[str, float]:

@@ -59,7 +59,9 @@ class VariationalConfig:
     camera_dropout: float = 0.1
     """Probability that a whole training batch gets the all-zero camera (teaches the camera-free score)."""
     train_steps: int = 1
-    """Denoising steps of the variational network per distillation step (fresh t and noise each)."""
+    """Timesteps the variational network trains on per distillation step (fresh t and noise each), as one
+    batch: one forward and backward of B x this many rows, one optimiser step (threestudio's
+    lora_n_timestamp_samples)."""
     camera_lr_scale: float = 1.0
     """Learning rate of the camera embedding relative to `lr`."""
     camera_frequencies: int = 0
@@ -226,27 +228,30 @@ class UNetVariational(nn.Module):
         eps_free, eps_cam = self._eps(torch.cat([x_t, x_t]), torch.cat([t, t]), labels).chunk(2)
         return eps_free, eps_cam
 
-    def update(self, latents: Tensor, cam16: Tensor, snapshot: Snapshot) -> dict[str, float]:
-        """`train_steps` denoising steps on the detached latents; returns the mean loss."""
-        latents = latents.detach().float()
-        loss = sum(self.denoising_step(latents, cam16) for _ in range(self.cfg.train_steps))
-        return {"variational_loss": loss / self.cfg.train_steps}
+    def update(self, latents: Tensor, cam16: Tensor, snapshot: Snapshot) -> dict[str, Tensor]:
+        """One optimiser step of the denoising loss on the detached latents at `train_steps` timesteps each;
+        returns the loss (a 0-d tensor, not read here: reading it would wait for the device)."""
+        return {"variational_loss": self.denoising_step(latents.detach().float(), cam16, self.cfg.train_steps)}
 
-    def denoising_step(self, latents: Tensor, cam16: Tensor) -> float:
-        """One step of the standard denoising loss at uniform t (camera dropped with some probability)."""
+    def denoising_step(self, latents: Tensor, cam16: Tensor, repeats: int = 1) -> Tensor:
+        """The standard denoising loss at uniform t on `repeats` copies of the batch (fresh t and noise each,
+        one batched forward), each copy's camera dropped with some probability; one optimiser step."""
         B = len(latents)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (B,), device=latents.device)
+        if repeats > 1:  # (a copy is contiguous: randn_like draws then land elsewhere than on a strided view)
+            latents, cam16 = latents.repeat(repeats, 1, 1, 1), cam16.repeat(repeats, 1)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (B * repeats,), device=latents.device)
         noise = torch.randn_like(latents)
         x_t = self.scheduler.add_noise(latents, noise, t)
-        drop = torch.rand(()) < self.cfg.camera_dropout
-        labels = self.unet.class_embedding.labels(None if drop else cam16, B)
-        text = self.text.expand(B, -1, -1).to(self.dtype)
+        emb = self.unet.class_embedding
+        labels = torch.cat([emb.labels(None if torch.rand(()) < self.cfg.camera_dropout else cam16[k * B:(k + 1) * B],
+                                       B) for k in range(repeats)])
+        text = self.text.expand(B * repeats, -1, -1).to(self.dtype)
         pred = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=text, class_labels=labels).sample
         loss = F.mse_loss(pred.float(), denoising_target(latents, noise, t, self.scheduler).float())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return loss.item()
+        return loss.detach()
 
     def trainable_state(self) -> dict:
         """Only what training changes: LoRA (or whole-UNet) weights, camera MLP, optimiser."""
