@@ -211,7 +211,7 @@ def cli_train(backend: str, out: Path) -> dict:
             "it_s_median_after_10": sorted(m["it_s"] for m in metrics[10:])[len(metrics[10:]) // 2]
             if len(metrics) > 10 else None,
             "gaussians": [(m["step"], m["n_gaussians"]) for m in metrics if m["step"] % 10 == 0],
-            "refines": [{k: m[k] for k in m if k.startswith(("grad2d", "grown", "step"))}
+            "refines": [{k: m[k] for k in m if k.startswith(("grad2d", "grown", "pruned", "step"))}
                         for m in metrics if "grad2d_q50" in m],
             "checkpoints": sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")),
             "splats_ply_bytes": (run_dir / "splats.ply").stat().st_size if (run_dir / "splats.ply").exists() else 0,
