@@ -1,7 +1,7 @@
 """`esd-gs batch`: many training runs (prompts x settings x seeds) as Ray tasks.
 
 A job is a set of `esd-gs train` settings; every job becomes one Ray task that calls the same training
-code as `esd-gs train` (cli.train_from_args) in its own run folder under the batch folder. The driver
+code as `esd-gs train` (args.train_from_args) in its own run folder under the batch folder. The driver
 keeps `index.json` / `index.csv` (one row per job: its flags, status (pending, submitted,
 done, failed or interrupted), seconds, final metrics, paths) and
 draws `contact_sheet.png` (a row of turntable frames per job). Rerunning the same command skips
@@ -158,7 +158,7 @@ def train_job(argv: list[str], run_dir: str, threads: int) -> dict:
     """One job inside a Ray worker: the `esd-gs train` code path, with `threads` CPU threads."""
     import torch
 
-    from .cli import train_from_args
+    from .args import train_from_args
 
     torch.set_num_threads(threads)  # the rasterizer's numba kernels follow it
     t0 = time.monotonic()
@@ -181,7 +181,7 @@ class Job:
 
 def plan(jobs: list[dict], shared_flags: list[str], batch_dir: Path) -> list[Job]:
     """Parses every job like `esd-gs train` would (bad flags fail here, in the index) and names its folder."""
-    from .cli import parse_train_args
+    from .args import parse_train_args
     from .config import validate
     from .train import default_run_name
 
@@ -393,7 +393,7 @@ def contact_sheet(rows: list[dict], path: Path, frames: int = 8, size: int = 96)
 
 
 def cmd_batch(argv: list[str]) -> None:
-    from .cli import parse
+    from .args import parse
 
     own, shared = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     args = parse(BatchArgs, own, "esd-gs batch")

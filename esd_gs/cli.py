@@ -3,9 +3,7 @@ download."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import sys
 from dataclasses import dataclass
 from functools import partial
@@ -14,6 +12,7 @@ from typing import Literal
 
 import tyro
 
+from .args import parse, train_from_args
 from .cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, VIEW_ELEVATION_DEG
 from .clip_score import DEFAULT_CLIP_MODEL
 from .errors import UserError
@@ -32,67 +31,6 @@ USAGE = """usage: esd-gs {train,batch,janus,clip,inception,render,view,export,be
   bench      speed: `bench raster` (rasterizer) or `bench step` (one training step, per component)
   download   fetch Stable Diffusion weights on a connected machine, for offline ones (--model-path DIR)
 """
-
-
-def parse(cls, argv: list[str], prog: str, default=None):
-    """tyro.cli, with its multi-line error box condensed to one line (--help prints in full)."""
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            return tyro.cli(cls, args=argv, prog=prog, default=default)
-    except SystemExit as e:
-        if not e.code:
-            sys.stderr.write(err.getvalue())
-            raise
-        raise UserError(f"{prog}: {condense_tyro_error(err.getvalue())} (see {prog} --help)") from None
-
-
-def condense_tyro_error(text: str) -> str:
-    """tyro's error box (title, message, help, suggestions) -> 'message; did you mean --x?'. tyro draws it
-    with Unicode lines when stdout can encode them and with ASCII otherwise; both are read here."""
-    blocks, block = [], []
-    for raw in text.splitlines():
-        if raw.strip().startswith(("╭", "╰")):  # Unicode box: title and bottom rule
-            continue
-        line = raw.strip(" │")
-        if line and set(line) <= set("-─"):
-            blocks.append(block)
-            block = []
-        elif line:
-            block.append(line)
-    blocks.append(block)
-    if len(blocks) > 1 and len(blocks[0]) == 1 and not text.lstrip().startswith("╭"):
-        blocks = blocks[1:]  # ASCII box: the first block is the title alone
-    blocks = [b for b in blocks if b]
-    message = " ".join(blocks[0]) if blocks else "invalid arguments"
-    for b in blocks:
-        if b[0].startswith("Perhaps you meant") and len(b) > 1:
-            message += f"; did you mean {b[1].split()[0]}?"
-    return message
-
-
-def parse_train_args(argv: list[str]):
-    """`esd-gs train` flags -> TrainConfig: the preset's values first, then the flags."""
-    from .config import TrainConfig, load_preset
-
-    preset = None
-    for i, arg in enumerate(argv):
-        if arg == "--preset" and i + 1 < len(argv):
-            preset = argv[i + 1]
-        elif arg.startswith("--preset="):
-            preset = arg.split("=", 1)[1]
-    default = load_preset(preset) if preset else TrainConfig()
-    return parse(TrainConfig, argv, "esd-gs train", default=default)
-
-
-def train_from_args(argv: list[str], quiet: bool = False) -> dict:
-    """What `esd-gs train ARGS` does (esd-gs batch runs every job through here); returns the result."""
-    from .train import Trainer
-
-    cfg = parse_train_args(argv)
-    if quiet:
-        cfg.log.progress = False
-    return Trainer(cfg).train()
 
 
 def cmd_train(argv: list[str]) -> None:

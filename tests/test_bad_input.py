@@ -46,7 +46,7 @@ def test_tyro_errors_condense_to_one_line_in_either_box_style(encoding):
     import contextlib
     import io
 
-    from esd_gs.cli import parse
+    from esd_gs.args import parse
     from esd_gs.config import TrainConfig
     from esd_gs.errors import UserError
 
