@@ -298,20 +298,23 @@ class Trainer:
         return path
 
     def train(self) -> dict:
-        """Runs to cfg.steps and writes the outputs. Ctrl-C stops at the end of the current step with a
-        checkpoint (raises Interrupted); a second Ctrl-C stops at once, keeping the newest checkpoint."""
+        """Runs to cfg.steps and writes the outputs. Ctrl-C or SIGTERM (a cluster's scheduler, `kill`) stops at
+        the end of the current step with a checkpoint (raises Interrupted); a second one stops at once,
+        keeping the newest checkpoint."""
         cfg = self.cfg
         metrics_path = self._trim_metrics()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.log.progress, desc=self.run_dir.name,
                    unit="step", dynamic_ncols=True)
         stop = threading.Event()
-        previous = None
+        received = [signal.SIGINT]
+        previous = {}
         if threading.current_thread() is threading.main_thread():
             def request_stop(signum, frame):
                 if stop.is_set():
                     raise KeyboardInterrupt
+                received[0] = signum
                 stop.set()
-            previous = signal.signal(signal.SIGINT, request_stop)
+            previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             with open(metrics_path, "a") as metrics:
                 pending, since = [], time.perf_counter()
@@ -330,15 +333,16 @@ class Trainer:
                 write_metrics(pending, metrics, bar, since)
             if stop.is_set() and self.step < cfg.steps:
                 self.save_checkpoint()
-                raise Interrupted(f"stopped at step {self.step} of {cfg.steps}; saved a checkpoint in "
-                                  f"{self.run_dir / 'checkpoints'}: continue with --resume")
+                raise Interrupted(f"stopped at step {self.step} of {cfg.steps} ({signal.Signals(received[0]).name}); "
+                                  f"saved a checkpoint in {self.run_dir / 'checkpoints'}: continue with --resume",
+                                  received[0])
         except KeyboardInterrupt:
             paths = checkpoint_paths(self.run_dir / "checkpoints")
             kept = f"the checkpoint of step {step_of(paths[-1])} is kept: continue with --resume" \
                 if paths else "no checkpoint was written yet"
-            raise Interrupted(f"interrupted at step {self.step} of {cfg.steps}; {kept}") from None
+            raise Interrupted(f"interrupted at step {self.step} of {cfg.steps}; {kept}", received[0]) from None
         finally:
             bar.close()
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return self.finish()

@@ -175,7 +175,10 @@ def test_model_path_that_is_no_folder(tmp_path):
 
 # 6 ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_ctrl_c_saves_a_checkpoint_and_rerun_names_the_unfinished_run(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_rerun_names_the_unfinished_run(tmp_path, signum):
+    """Ctrl-C, or SIGTERM as a cluster's scheduler sends it: a checkpoint at the step reached, one line, exit
+    128 + the signal (SIGTERM ended runs with nothing saved until 2026-11-29)."""
     args = ["train", "--preset", "demo", "--steps", "100000", "--output-dir", tmp_path, "--run-name", "c",
             "--guidance", "sds", "--gaussians.num-points", "200", "--log.no-progress"]
     proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "esd-gs"), *map(str, args)],
@@ -184,9 +187,10 @@ def test_ctrl_c_saves_a_checkpoint_and_rerun_names_the_unfinished_run(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + signum, err
+    assert f"({signal.Signals(signum).name})" in err and len(err.strip().splitlines()) == 1
     assert "saved a checkpoint" in err and "--resume" in err and "Traceback" not in err
     step = int(checkpoints(tmp_path / "c")[-1][5:12])
     assert step >= 3 and steps_of(tmp_path / "c")[-1] == step
