@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import json
 import os
 import sys
@@ -32,6 +31,7 @@ import tyro
 from .errors import Interrupted, UserError
 from .io.atomic import atomic_path, write_json, write_text
 from .io.checkpoint import checkpoint_paths
+from .io.lock import RunLock
 
 INDEX_KEYS = ("index", "run_name", "status", "seconds", "error", "prompt", "args", "run_dir", "splats", "turntable",
               "metrics")
@@ -139,14 +139,10 @@ RUNNING = ".running"  # present while a worker trains the run (the driver counts
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path):
-    """Holds run_dir/.lock exclusively (a second worker on the same run fails at once) and marks the run
-    as running meanwhile."""
+    """Holds the run folder's lock (io/lock.py: a second worker, or any other esd-gs, on the same run fails
+    at once) and marks the run as running meanwhile."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another worker is training {run_dir}") from None
+    with RunLock(run_dir):
         (run_dir / RUNNING).touch()
         try:
             yield

@@ -27,6 +27,7 @@ from .device import pick_device
 from .errors import Interrupted, UserError
 from .gaussians import init_sphere, learning_rates, make_optimizers, splats_from_tensors
 from .io.atomic import check_output_dir, clean_stale_temps, write_text
+from .io.lock import LOCK_NAME, RunLock, claim_new_run_dir
 from .io.checkpoint import checkpoint_paths, latest_checkpoint, save_checkpoint, step_of
 from .io.media import grid, save_png, save_video
 from .io.ply import read_ply, write_ply
@@ -54,24 +55,43 @@ def unfinished_step(run_dir: Path) -> int | None:
     return step_of(paths[-1])
 
 
-def choose_run_dir(cfg: TrainConfig) -> Path:
-    """resume: the existing folder; otherwise a new folder (suffix -1, -2, ...) unless --overwrite."""
-    base = Path(cfg.output_dir) / (cfg.run_name or default_run_name(cfg))
+def claim_run_dir(cfg: TrainConfig) -> tuple[Path, RunLock, list[Path]]:
+    """The run folder, locked for this process until the run ends (another esd-gs on it is refused or moves
+    on), and the folders created for it. resume: the existing folder; otherwise a new folder (suffix -1, -2,
+    ..., created atomically, so two runs started together never share one) unless --overwrite."""
+    base = check_output_dir(Path(cfg.output_dir) / (cfg.run_name or default_run_name(cfg)))
     if cfg.resume:
         if not checkpoint_paths(base / "checkpoints"):
-            raise UserError(f"--resume: no checkpoints in {base}; pass the run's --output-dir/--run-name")
-        return base
-    if cfg.overwrite or not base.exists():
-        return base
-    i = 1
-    while base.with_name(f"{base.name}-{i}").exists():
-        i += 1
-    chosen = base.with_name(f"{base.name}-{i}")
-    step = unfinished_step(base)
-    if step is not None:
-        print(f"note: {base} is an unfinished run (checkpoint at step {step}); this run writes to {chosen.name} "
-              "(to continue that one, add --resume; to replace it, --overwrite)", file=sys.stderr)
-    return chosen
+            why = ("it has no checkpoint yet (the run stopped before its first one); start it again with --overwrite"
+                   if (base / "config.yaml").exists() else "pass the run's --output-dir/--run-name")
+            raise UserError(f"--resume: no checkpoints in {base}: {why}")
+        return base, RunLock(base), []
+    missing = [p for p in (base, *base.parents) if not p.exists()]
+    try:
+        if cfg.overwrite:
+            base.mkdir(parents=True, exist_ok=True)
+            return base, RunLock(base), missing
+        chosen, lock = claim_new_run_dir(base)
+    except OSError as e:
+        raise UserError(f"cannot create the run folder {base}: {e.strerror or e}") from None
+    if chosen != base:
+        step = unfinished_step(base)
+        what = f"an unfinished run (checkpoint at step {step})" if step is not None else "taken"
+        print(f"note: {base} is {what}; this run writes to {chosen.name}"
+              + (" (to continue that one, add --resume; to replace it, --overwrite)" if step is not None else ""),
+              file=sys.stderr)
+    return chosen, lock, [p for p in (chosen, *chosen.parents) if p in missing or p == chosen]
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """A failed start leaves nothing behind: the folders it created, innermost first, if they hold only
+    the lock."""
+    for folder in folders:
+        (folder / LOCK_NAME).unlink(missing_ok=True)
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def clear_run_outputs(run_dir: Path) -> None:
@@ -124,7 +144,15 @@ class Trainer:
         validate(cfg)
         self.cfg = cfg
         self.device = pick_device(cfg.device)
-        self.run_dir = check_output_dir(choose_run_dir(cfg))
+        self.run_dir, self._lock, created = claim_run_dir(cfg)
+        try:
+            self._setup(cfg, world)
+        except BaseException:
+            self._lock.release()
+            remove_if_empty(created)
+            raise
+
+    def _setup(self, cfg: TrainConfig, world: World | None) -> None:
         resume_changes = check_resume(cfg, self.run_dir) if cfg.resume else {}
         if cfg.prior.anneal_step is None:
             cfg.prior.anneal_step = round(0.2 * cfg.steps)
@@ -298,6 +326,13 @@ class Trainer:
         return path
 
     def train(self) -> dict:
+        """Runs to cfg.steps and writes the outputs (see _train); the run folder stays locked until then."""
+        try:
+            return self._train()
+        finally:
+            self._lock.release()
+
+    def _train(self) -> dict:
         """Runs to cfg.steps and writes the outputs. Ctrl-C or SIGTERM (a cluster's scheduler, `kill`) stops at
         the end of the current step with a checkpoint (raises Interrupted); a second one stops at once,
         keeping the newest checkpoint."""

@@ -38,10 +38,25 @@ def test_jobs_files_become_train_flags(tmp_path):
 
 
 def test_a_run_folder_takes_one_worker(tmp_path):
-    with run_lock(tmp_path / "run"):
-        with pytest.raises(UserError, match="another worker"):
+    """A second process on a locked run fails at once, naming the holder's PID; within the holder the lock is
+    re-entrant (a batch worker holds it around its job's Trainer)."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from esd_gs.batch import run_lock\nwith run_lock(Path(sys.argv[1])):\n"
+                               "    print('held', flush=True); time.sleep(60)", str(tmp_path / "run")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=f"in use by process {holder.pid}"):
             with run_lock(tmp_path / "run"):
                 pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(tmp_path / "run"), run_lock(tmp_path / "run"):  # free again once the holder died
+        pass
 
 
 def test_batch_on_a_local_ray_cluster(tmp_path):
