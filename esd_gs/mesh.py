@@ -8,8 +8,12 @@ separate islands) and optionally decimates with quadric error metrics.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -100,6 +104,33 @@ def clean_mesh(mesh, cfg: MeshConfig):
     return mesh
 
 
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silences a C library's own stderr (open3d's PLY writer prints a line per failed element on a full
+    disk: thousands); the written file is checked by reading it back instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _read_back(tmp: Path, n_vertices: int) -> str | None:
+    """None when the file holds the mesh's vertices; else what is wrong."""
+    import trimesh
+
+    try:
+        loaded = trimesh.load(tmp, file_type=tmp.suffix[1:], force="mesh", process=False)
+    except Exception as e:
+        return f"it does not read back ({type(e).__name__})"
+    return None if len(loaded.vertices) == n_vertices else \
+        f"it reads back with {len(loaded.vertices)} of {n_vertices} vertices"
+
+
 def write_mesh(path: str | Path, mesh) -> None:
     """.ply / .obj through open3d; .glb / .gltf through trimesh (open3d 0.20 writes GLB buffers that
     assimp, open3d's own reader, rejects)."""
@@ -109,7 +140,7 @@ def write_mesh(path: str | Path, mesh) -> None:
     suffix = path.suffix.lower()
     if suffix not in MESH_SUFFIXES:
         raise UserError(f"mesh format '{path.suffix}' is not supported (use one of {', '.join(MESH_SUFFIXES)})")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, verify=partial(_read_back, n_vertices=len(mesh.vertices))) as tmp, quiet_stderr():
         if suffix in (".glb", ".gltf"):
             import trimesh
 

@@ -88,3 +88,27 @@ def tiny_sd(tmp_path_factory) -> Path:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 32 MiB tmpfs (root can mount one here and in CI) at .path, filled by .fill(free_bytes) to leave that
+    much: writers meet a real ENOSPC at their real write calls. Skipped where mounting is not allowed."""
+    import shutil
+    import subprocess
+    from types import SimpleNamespace
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+
+    def fill(free_bytes: int = 0) -> None:
+        usage = shutil.disk_usage(disk)
+        with open(disk / "filler", "ab") as f:
+            f.write(b"\0" * max(0, usage.free - free_bytes))
+
+    try:
+        yield SimpleNamespace(path=disk, fill=fill)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

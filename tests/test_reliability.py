@@ -132,18 +132,42 @@ def test_file_system_errors_are_one_line(tmp_path, blob_ply, monkeypatch):
                            else cli(command, blob_ply), "Permission denied")
 
 
-def test_write_failure_mid_training_is_one_line(tmp_path, monkeypatch):
-    from types import SimpleNamespace
+def test_full_disk_mid_training_is_one_line_and_keeps_the_checkpoint_before(full_disk, monkeypatch):
+    """torch.save reports ENOSPC as RuntimeError: the checkpoint's failure is one line, and the checkpoint
+    written before it stays loadable."""
+    args = ["train", "--preset", "demo", "--steps", "30", "--log.checkpoint-every", "5", "--output-dir", full_disk.path,
+            "--run-name", "r", "--guidance", "sds", "--gaussians.num-points", "200", "--log.no-progress",
+            "--log.keep-checkpoints", "5", "--log.turntable-frames", "0", "--log.preview-every", "0"]
+    original = Trainer.save_checkpoint
 
-    import esd_gs.io.checkpoint as checkpoint
+    def fill_after_first(self):  # the disk fills up after the first checkpoint, as it would during a run
+        original(self)
+        full_disk.fill(1000)
 
-    def disk_full(*a, **k):
-        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Trainer, "save_checkpoint", fill_after_first)
+    r = cli(*args)
+    assert_clean_error(r, "is the disk full?")
+    assert "step_0000010.pt" in r.stderr and "the previous checkpoint is kept" in r.stderr
+    ckpts = checkpoints(full_disk.path / "r")
+    assert ckpts == ["step_0000005.pt"]
+    assert torch.load(full_disk.path / "r" / "checkpoints" / ckpts[0], weights_only=True)["step"] == 5
 
-    monkeypatch.setattr(checkpoint, "torch", SimpleNamespace(save=disk_full, load=torch.load))
-    r = cli("train", "--preset", "demo", "--steps", "4", "--log.checkpoint-every", "2", "--output-dir", tmp_path,
-            "--guidance", "sds", "--gaussians.num-points", "200", "--log.no-progress")
-    assert_clean_error(r, "No space left on device")
+
+def test_full_disk_never_leaves_an_empty_mesh_or_video(full_disk, blob_ply):
+    """export --mesh and render --format mp4 on a full disk: one line, exit 2, and the file that was there
+    before (a good mesh) is unchanged; open3d's writer reported success on a full disk until 2026-11-29."""
+    mesh = full_disk.path / "m.obj"
+    args = ["export", blob_ply, "--mesh", mesh, "--resolution", "48", "--views", "12"]
+    assert cli(*args).returncode == 0
+    before = mesh.read_bytes()
+    full_disk.fill(20_000)
+    assert_clean_error(cli(*args), "cannot write")
+    assert mesh.read_bytes() == before and not [p for p in full_disk.path.iterdir() if p.name.startswith(".m.obj")]
+    full_disk.fill(0)
+    r = cli("render", blob_ply, "--frames", "24", "--resolution", "64", "--format", "mp4", "--output",
+            full_disk.path / "t.mp4")
+    assert_clean_error(r, "cannot write")
+    assert not (full_disk.path / "t.mp4").exists()
 
 
 # 4 ------------------------------------------------------------------------------------------------

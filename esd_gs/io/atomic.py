@@ -4,6 +4,8 @@ A crash or SIGKILL at any moment leaves either the old file or the new one, neve
 kill can leave is a hidden temporary file of our naming (`.NAME.XXXXXXXX.tmp...`), which
 `clean_stale_temps` removes when a run folder is opened again. Files get the usual permissions
 (0666 less the umask), not mkstemp's private 0600. File-system failures become one-line UserErrors.
+Before the rename the written file is checked (not empty; and what the writer's `verify` reads back): some
+writers (open3d's mesh writers, ffmpeg) report success on a full disk, and the previous file must survive.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from ..errors import UserError
 
@@ -72,8 +74,10 @@ def check_output_dir(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields a temporary path next to `path`; on success it replaces `path` atomically."""
+def atomic_path(path: str | os.PathLike, verify: Callable[[Path], str | None] | None = None,
+                allow_empty: bool = False) -> Iterator[Path]:
+    """Yields a temporary path next to `path`; once written, checked (non-empty unless `allow_empty`, and
+    `verify(tmp)` returning None, or what is wrong) and renamed over `path` atomically."""
     path = check_output_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +91,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         try:
             with open(tmp_path, "rb+") as f:
                 os.fsync(f.fileno())
+            problem = "the writer left it empty" if not allow_empty and tmp_path.stat().st_size == 0 else \
+                verify(tmp_path) if verify else None
+            if problem:
+                raise UserError(f"cannot write {path}: {problem} (is the disk full?); nothing was replaced")
             os.chmod(tmp_path, FILE_MODE)
             os.replace(tmp_path, path)
         except OSError as e:
@@ -95,15 +103,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
-    with atomic_path(path) as tmp, open(tmp, mode) as f:
-        yield f
-
-
 def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_open(path, "w") as f:
-        f.write(text)
+    data = text.encode()
+    short = lambda tmp: None if tmp.stat().st_size == len(data) else "a short write"  # noqa: E731
+    with atomic_path(path, verify=short, allow_empty=not data) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

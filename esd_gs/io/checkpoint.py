@@ -22,7 +22,11 @@ PATTERN = "step_*.pt"
 def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 2) -> Path:
     path = Path(directory) / f"step_{step:07d}.pt"
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch's writer reports a full disk as RuntimeError("... file write failed")
+            raise UserError(f"cannot write {path}: {str(e).strip().splitlines()[-1][:200]} (is the disk full?); "
+                            "the previous checkpoint is kept") from None
     for old in checkpoint_paths(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .atomic import atomic_path
 
 
@@ -35,18 +36,31 @@ def save_png(path: str | os.PathLike, image: Tensor) -> None:
         iio.imwrite(tmp, to_uint8(image), extension=".png")
 
 
+def ffmpeg_available() -> bool:
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+        return True
+    except Exception:  # not installed, or its binary missing for this platform
+        return False
+
+
 def save_video(path: str | os.PathLike, frames: Tensor, fps: int = 15) -> bool:
-    """GIF via Pillow; MP4 via imageio-ffmpeg when its binary is available. Returns False if skipped."""
+    """GIF via Pillow; MP4 via imageio-ffmpeg when its binary is available (False: skipped, with a warning).
+    A failed write (a full disk) is a UserError naming the file; the file that was there stays."""
     data = to_uint8(frames)
     if str(path).lower().endswith(".gif"):
         with atomic_path(path) as tmp:
             iio.imwrite(tmp, data, extension=".gif", duration=int(1000 / fps), loop=0)
         return True
-    try:
-        with atomic_path(path) as tmp:
+    if not ffmpeg_available():
+        warnings.warn(f"skipped {path}: no usable ffmpeg (pip install imageio-ffmpeg)")
+        return False
+    with atomic_path(path) as tmp:
+        try:
             iio.imwrite(tmp, data, extension=os.path.splitext(str(path))[1], fps=fps, codec="libx264",
                         macro_block_size=1, plugin="FFMPEG")
-    except Exception as e:  # no usable ffmpeg: the GIF still exists, the run goes on
-        warnings.warn(f"skipped {path}: {type(e).__name__}: {e}")
-        return False
+        except (OSError, RuntimeError) as e:  # ffmpeg's pipe breaks when it cannot write
+            raise UserError(f"cannot write {path}: ffmpeg failed ({type(e).__name__}; is the disk full?)") from None
     return True
