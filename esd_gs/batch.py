@@ -268,6 +268,18 @@ def one_line(error: BaseException) -> str:
     return message if isinstance(cause, UserError) else f"{type(cause).__name__}: {message}"
 
 
+def check_schedulable(pending: list[Job], asks: dict[int, dict], cluster: dict) -> None:
+    """Refuses, before anything is submitted, jobs that no node could ever start (Ray would queue them
+    forever): one line with what they ask for and what the cluster has."""
+    have = {"num_cpus": cluster.get("CPU", 0), "num_gpus": cluster.get("GPU", 0)}
+    stuck = [job for job in pending if any(n > have[k] for k, n in asks[job.index].items())]
+    if stuck:
+        ask = ", ".join(f"{n:g} {k.removeprefix('num_').upper().removesuffix('S')}s" for k, n in asks[stuck[0].index].items())
+        raise UserError(f"{len(stuck)} of {len(pending)} jobs can never start: {stuck[0].run_name} asks for {ask}, "
+                        f"and the Ray cluster has {have['num_cpus']:g} CPUs and {have['num_gpus']:g} GPUs in all "
+                        "(lower --cpus-per-job; Stable Diffusion jobs need a GPU each: --gpus-per-job)")
+
+
 def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), address: str | None = None,
               num_cpus: int | None = None, cpus_per_job: float = 1.0, gpus_per_job: float = 1.0,
               progress: bool = True) -> list[dict]:
@@ -306,10 +318,17 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
              log_to_driver=False, configure_logging=False, ignore_reinit_error=True,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}})
     task = ray.remote(train_job)
+    asks = {job.index: {"num_gpus": gpus_per_job, "num_cpus": 1} if job.gpu else {"num_cpus": cpus_per_job}
+            for job in pending}
+    try:
+        check_schedulable(pending, asks, ray.cluster_resources())
+    except UserError:
+        if started_here:
+            ray.shutdown()
+        raise
     refs, started = {}, {}
     for job in pending:
-        resources = {"num_gpus": gpus_per_job, "num_cpus": 1} if job.gpu else {"num_cpus": cpus_per_job}
-        refs[task.options(**resources, max_retries=0).remote(job.argv, str(job.run_dir), threads)] = job
+        refs[task.options(**asks[job.index], max_retries=0).remote(job.argv, str(job.run_dir), threads)] = job
         started[job.index] = time.time()
         rows[job.index] = row(job, "submitted")
     write_index(batch_dir, list(rows.values()))

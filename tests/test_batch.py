@@ -122,3 +122,19 @@ def test_batch_driver_killed_then_rerun_finishes_without_redoing(tmp_path):
     for row in rows:
         steps = [json.loads(line)["step"] for line in (out / row["run_name"] / "metrics.jsonl").read_text().splitlines()]
         assert steps == list(range(1, 61))
+
+
+def test_a_batch_whose_jobs_can_never_start_fails_at_once(tmp_path, tiny_sd):
+    """Jobs asking for more CPUs than the cluster has, or for a GPU where there is none (Stable Diffusion
+    jobs on this machine), are refused before anything is submitted (the batch waited forever before)."""
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("- {preset: demo, steps: 3}\n")
+    t0 = time.time()
+    r = cli("batch", jobs, "--output-dir", tmp_path / "a", "--cpus-per-job", "64", "--no-progress")
+    assert r.returncode == 2 and time.time() - t0 < 120, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert "1 of 1 jobs can never start" in line and "asks for 64 CPUs" in line and "GPUs in all" in line
+    jobs.write_text(f"- {{prompt: a corgi, model_path: {tiny_sd}, steps: 3}}\n")
+    r = cli("batch", jobs, "--output-dir", tmp_path / "b", "--no-progress")
+    line = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "asks for 1 GPUs, 1 CPUs" in line and "and 0 GPUs in all" in line, r.stderr
