@@ -69,7 +69,10 @@ class BatchArgs:
 def read_jobs(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"jobs file not found: {path}")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}); save the jobs file as UTF-8") from None
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         import yaml
@@ -108,7 +111,9 @@ def job_flags(job: dict) -> list[str]:
             flags += [option, *map(str, value)]
         else:
             flags += [option, str(value)]
-    extra = job.get("args", [])
+    extra = job.get("args") or []
+    if not isinstance(extra, (str, list)):
+        raise UserError(f"a job's args must be a string or a list of flags (got {extra!r})")
     return flags + (extra.split() if isinstance(extra, str) else [str(a) for a in extra])
 
 
@@ -183,14 +188,15 @@ def plan(jobs: list[dict], shared_flags: list[str], batch_dir: Path) -> list[Job
 
     planned, names = [], set()
     for i, settings in enumerate(jobs):
-        job = Job(i, settings, shared_flags + job_flags(settings))
+        job = Job(i, settings, list(shared_flags))
         try:
+            job.argv += job_flags(settings)
             cfg = parse_train_args(job.argv)
             validate(cfg)
             name = cfg.run_name or default_run_name(cfg)
             job.gpu = cfg.world == "stable-diffusion"
-        except UserError as e:
-            job.error, name = str(e), f"job{i}"
+        except UserError as e:  # this job fails alone, under its own name where it gave one
+            job.error, name = str(e), str(settings.get("run_name") or f"job{i}")
         base, k = name, 2
         while name in names:
             name, k = f"{base}-{k}", k + 1

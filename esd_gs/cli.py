@@ -79,8 +79,12 @@ def cmd_janus(argv: list[str]) -> None:
 
 
 def check_turntable(flag: str, frames: int, resolution: int) -> None:
+    from .memory import check_fits, image_bytes
+
     if frames <= 0 or resolution < 8:
         raise UserError(f"{flag} must be positive and --resolution >= 8 (got {frames}, {resolution})")
+    check_fits(image_bytes(frames, resolution), f"{frames} views at {resolution}x{resolution}",
+               f"lower --resolution or {flag}")
 
 
 @dataclass
@@ -373,6 +377,13 @@ COMMANDS = {"train": cmd_train, "batch": cmd_batch, "janus": cmd_janus, "clip": 
             "render": cmd_render, "view": cmd_view, "export": cmd_export, "bench": cmd_bench, "download": cmd_download}
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """MemoryError, CUDA's out of memory, or torch's CPU allocator failing."""
+    text = str(e)
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or \
+        "not enough memory" in text or "out of memory" in text
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -393,6 +404,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print(f"esd-gs: {argv[0]} interrupted", file=sys.stderr)
         sys.exit(130)
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if not out_of_memory(e):
+            raise
+        print(f"esd-gs: error: out of memory in {argv[0]} ({str(e).strip().splitlines()[0][:160] or 'MemoryError'}); "
+              "ask for less: a lower --resolution, fewer --frames or Gaussians", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import yaml
 
 from .cameras import CameraConfig
 from .densify import Densifier
+from .memory import check_fits, gaussian_bytes, image_bytes
 from .errors import UserError
 from .gaussians import GaussianConfig
 from .guidance.distill import GuidanceConfig
@@ -218,6 +219,11 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"gaussians.lr_means_final must be positive (got {cfg.gaussians.lr_means_final})")
     if not 0 <= cfg.gaussians.sh_degree <= 3:
         raise UserError(f"gaussians.sh_degree must be 0..3 (got {cfg.gaussians.sh_degree})")
+    check_fits(gaussian_bytes(max(cfg.gaussians.num_points, 0), cfg.gaussians.sh_degree),
+               f"{cfg.gaussians.num_points:,} Gaussians", "lower --gaussians.num-points")
+    check_fits(image_bytes(cfg.log.turntable_frames, cfg.log.turntable_resolution),
+               f"a turntable of {cfg.log.turntable_frames} frames at {cfg.log.turntable_resolution}px",
+               "lower --log.turntable-frames or --log.turntable-resolution")
     lo, hi = cfg.prior.t_min, cfg.prior.t_max
     if not 0 <= lo < hi <= 1 or not lo < cfg.prior.t_max_final <= 1:
         raise UserError(f"prior timesteps need 0 <= t_min < t_max_final, t_max <= 1 (got {lo}, {hi})")
@@ -246,7 +252,10 @@ def saved_config(run_dir: Path) -> dict:
     """A run folder's config.yaml as written at its start (a one-line UserError if unreadable)."""
     path = run_dir / "config.yaml"
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise UserError(f"{path} is not a run's config (a mapping of settings); it holds a {type(data).__name__}")
+        return data
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:  # its text spans lines: name the line instead

@@ -23,6 +23,7 @@ import torch
 from .cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, fibonacci_lattice, make_cameras
 from .errors import UserError
 from .io.atomic import atomic_path
+from .memory import check_fits, image_bytes
 from .render import render_frames
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb", ".gltf")
@@ -61,6 +62,8 @@ def splats_to_mesh(splats, cfg: MeshConfig):
     """Returns an open3d TriangleMesh with vertex colours."""
     import open3d as o3d
 
+    check_fits(image_bytes(cfg.views, cfg.resolution), f"{cfg.views} depth views at {cfg.resolution}x{cfg.resolution}",
+               "lower --resolution or --views")
     az, el = sphere_views(cfg.views)
     cams = make_cameras(az, el, cfg.radius, cfg.fovy_deg, cfg.resolution)
     rgb, depth, alpha = render_frames(splats, cams, background=(1.0, 1.0, 1.0), backend=cfg.backend)

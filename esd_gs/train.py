@@ -316,11 +316,11 @@ class Trainer:
         path = self.run_dir / "metrics.jsonl"
         kept = []
         if path.exists():
-            for line in path.read_text().splitlines():
+            for line in path.read_text(errors="replace").splitlines():  # damaged bytes end the kept lines
                 try:
                     if json.loads(line)["step"] <= self.step:
                         kept.append(line)
-                except (ValueError, KeyError):
+                except (ValueError, KeyError, TypeError):
                     break
         write_text(path, "".join(line + "\n" for line in kept))
         return path

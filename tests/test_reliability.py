@@ -364,3 +364,61 @@ def test_concurrent_runs_on_one_name_never_share_a_folder(tmp_path):
         longer.send_signal(signal.SIGTERM)
         longer.communicate(timeout=120)
     assert longer.returncode == 128 + signal.SIGTERM
+
+
+@pytest.mark.parametrize("args", [
+    ("render", "BLOB", "--resolution", "100000", "--frames", "2"),
+    ("render", "BLOB", "--frames", "100000000"),
+    ("export", "BLOB", "--mesh", "OUT/m.ply", "--resolution", "100000"),
+    ("train", "--preset", "demo", "--gaussians.num-points", "2000000000", "--output-dir", "OUT"),
+])
+def test_work_larger_than_memory_is_refused_before_it_starts(tmp_path, blob_ply, args):
+    """Was a 19-52 line traceback, or the kernel's OOM killer (exit 137) for the render."""
+    args = [str(a).replace("BLOB", str(blob_ply)).replace("OUT", str(tmp_path / "out")) for a in args]
+    assert_clean_error(cli(*args), "GiB is available", tmp_path / "out")
+
+
+def test_damaged_run_files_are_one_line_or_skipped(tmp_path):
+    """A stray checkpoints/step_backup.pt is not a checkpoint; a checkpoint that loads but lacks keys falls
+    back to the one before; random bytes in metrics.jsonl end the kept lines; a config.yaml that is not a
+    mapping is one line for --resume and for esd-gs clip."""
+    cfg = quick(tmp_path, steps=20)
+    cfg.log.checkpoint_every, cfg.log.keep_checkpoints = 5, 4
+    Trainer(cfg).train()  # checkpoints 5, 10, 15, 20
+    run = tmp_path / "r"
+    (run / "splats.ply").unlink()  # unfinished again
+    torch.save({"x": 1}, run / "checkpoints" / "step_backup.pt")
+    torch.save({"step": 50}, run / "checkpoints" / "step_0000050.pt")
+    with open(run / "metrics.jsonl", "ab") as f:
+        f.write(bytes(range(256)) + b"\n5\n")
+    with pytest.warns(UserWarning, match="step_0000050.pt lacks splats"):
+        resumed = Trainer(quick(tmp_path, steps=22, resume=True))
+    assert resumed.step == 20
+    resumed.train()
+    assert steps_of(run) == list(range(1, 23))
+    (run / "config.yaml").write_text("- just\n- a list\n")
+    assert_clean_error(cli("train", "--preset", "demo", "--output-dir", tmp_path, "--run-name", "r", "--resume"),
+                       "is not a run's config")
+    from tiny_sd import build_tiny_clip
+
+    clip = build_tiny_clip(tmp_path / "clip")
+    assert_clean_error(cli("clip", run, "--model", clip), "is not a run's config")
+
+
+@pytest.mark.parametrize("content,fragment", [
+    (b"- {prompt: a head, args: 5}\n- {prompt: a head, steps: 2, run_name: ok}\n", "a job's args must be"),
+    (b"- {prompt: a head, args: null, steps: 2}\n- {prompt: a head, steps: 2, run_name: ok}\n", None),
+    (b"- {prompt: caf\xe9}\n", "is not UTF-8 text"),
+])
+def test_bad_jobs_are_one_line_and_fail_alone(tmp_path, content, fragment):
+    from esd_gs.batch import BatchArgs, expand_jobs, plan, read_jobs
+
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_bytes(content)
+    if fragment == "is not UTF-8 text":
+        assert_clean_error(cli("batch", jobs, "--output-dir", tmp_path / "b"), fragment)
+        return
+    planned = plan(expand_jobs(read_jobs(jobs), BatchArgs(jobs=jobs, preset="demo")), [], tmp_path / "b")
+    assert [j.error is None for j in planned] == [fragment is None, True]
+    if fragment:
+        assert fragment in planned[0].error and planned[1].run_name == "ok"

@@ -8,6 +8,7 @@ under a checkpoint name; `latest_checkpoint` still falls back to an older one if
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from ..errors import UserError
 from .atomic import atomic_path
 
 PATTERN = "step_*.pt"
+NAME = re.compile(r"^step_\d+\.pt$")  # what we write: a stray step_backup.pt is not ours
+KEYS = ("step", "splats", "optimizers", "strategy", "objective", "rng")
 
 
 def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 2) -> Path:
@@ -34,14 +37,18 @@ def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 2) -> P
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"cannot load checkpoint {path}: {type(e).__name__}")
+    missing = [k for k in KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise UserError(f"checkpoint {path} lacks {', '.join(missing)}")
+    return state
 
 
 def checkpoint_paths(directory: Path) -> list[Path]:
     """Checkpoint files, oldest step first."""
-    return sorted(Path(directory).glob(PATTERN))
+    return sorted(p for p in Path(directory).glob(PATTERN) if NAME.match(p.name))
 
 
 def step_of(path: Path) -> int:
@@ -50,9 +57,10 @@ def step_of(path: Path) -> int:
 
 def latest_checkpoint(directory: Path) -> dict | None:
     """The newest checkpoint that loads (warning about any newer one that does not), or None."""
-    for path in reversed(checkpoint_paths(directory)):
+    paths = checkpoint_paths(directory)
+    for i, path in enumerate(reversed(paths)):
         try:
             return load_checkpoint(path)
         except UserError as e:
-            warnings.warn(f"{e}; using an older checkpoint")
+            warnings.warn(f"{e}; " + ("using an older checkpoint" if i + 1 < len(paths) else "no older one is left"))
     return None
