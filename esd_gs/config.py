@@ -176,6 +176,9 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.run_name is not None and (not cfg.run_name.strip() or Path(cfg.run_name).name != cfg.run_name
                                      or cfg.run_name in (".", "..")):
         raise UserError(f"--run-name must be a plain folder name, without '/' or '..' (got {cfg.run_name!r})")
+    if cfg.run_name is not None and (any(ord(c) < 32 for c in cfg.run_name) or len(cfg.run_name.encode()) > 200):
+        raise UserError(f"--run-name must be at most 200 bytes without control characters (tabs, newlines); got "
+                        f"{cfg.run_name[:40]!r}{'...' if len(cfg.run_name) > 40 else ''}")
     if cfg.init_ply is None and cfg.gaussians.num_points <= 0:
         raise UserError(f"gaussians.num_points must be positive (got {cfg.gaussians.num_points})")
     if cfg.steps <= 0:

@@ -422,3 +422,9 @@ def test_bad_jobs_are_one_line_and_fail_alone(tmp_path, content, fragment):
     assert [j.error is None for j in planned] == [fragment is None, True]
     if fragment:
         assert fragment in planned[0].error and planned[1].run_name == "ok"
+
+
+@pytest.mark.parametrize("name", ["a\tb", "line\nbreak", "x" * 300])
+def test_run_names_with_control_characters_or_too_long_are_refused(tmp_path, name):
+    assert_clean_error(cli("train", "--preset", "demo", "--output-dir", tmp_path / "o", "--run-name", name),
+                       "--run-name must be at most 200 bytes", tmp_path / "o")
