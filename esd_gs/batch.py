@@ -86,8 +86,11 @@ def read_jobs(path: Path) -> list[dict]:
             raise UserError(f"{path}: expected a list of jobs (mappings of train settings)")
         jobs = data
     elif suffix == ".csv":
-        jobs = [{k.strip(): v.strip() for k, v in row.items() if k and v not in (None, "")}
-                for row in csv.DictReader(text.splitlines())]
+        try:  # strict: an unclosed quote is an error, not one job swallowing the rest of the file
+            jobs = [{k.strip(): v.strip() for k, v in row.items() if k and v not in (None, "")}
+                    for row in csv.DictReader(text.splitlines(), strict=True)]
+        except csv.Error as e:
+            raise UserError(f"{path}: invalid CSV ({e}; an unclosed quote?)") from None
     else:
         jobs = [{"prompt": line.strip()} for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if not jobs:

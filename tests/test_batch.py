@@ -138,3 +138,12 @@ def test_a_batch_whose_jobs_can_never_start_fails_at_once(tmp_path, tiny_sd):
     r = cli("batch", jobs, "--output-dir", tmp_path / "b", "--no-progress")
     line = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and "asks for 1 GPUs, 1 CPUs" in line and "and 0 GPUs in all" in line, r.stderr
+
+
+def test_a_csv_with_an_unclosed_quote_is_refused(tmp_path):
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text('prompt,seed\n"a head,1\na cat,2\n')
+    with pytest.raises(UserError, match="invalid CSV"):
+        read_jobs(jobs)
+    jobs.write_text('prompt,seed\n"a head, smiling",1\na cat,2\n')
+    assert read_jobs(jobs) == [{"prompt": "a head, smiling", "seed": "1"}, {"prompt": "a cat", "seed": "2"}]
