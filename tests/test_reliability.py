@@ -199,10 +199,10 @@ def test_model_path_that_is_no_folder(tmp_path):
 
 # 6 ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_rerun_names_the_unfinished_run(tmp_path, signum):
-    """Ctrl-C, or SIGTERM as a cluster's scheduler sends it: a checkpoint at the step reached, one line, exit
-    128 + the signal (SIGTERM ended runs with nothing saved until 2026-11-29)."""
+def test_sigterm_saves_a_checkpoint_and_rerun_names_the_unfinished_run(tmp_path):
+    """SIGTERM, as a cluster's scheduler sends it, goes through Ctrl-C's handler: a checkpoint at the step
+    reached, one line, exit 143 (SIGTERM ended runs with nothing saved until 2026-11-29)."""
+    signum = signal.SIGTERM
     args = ["train", "--preset", "demo", "--steps", "100000", "--output-dir", tmp_path, "--run-name", "c",
             "--guidance", "sds", "--gaussians.num-points", "200", "--log.no-progress"]
     proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "esd-gs"), *map(str, args)],
@@ -220,6 +220,23 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_rerun_names_the_unfinished_run
     assert step >= 3 and steps_of(tmp_path / "c")[-1] == step
     r = cli("train", *args[1:4], "10", *args[5:])
     assert r.returncode == 0 and "unfinished run" in r.stderr and "c-1" in r.stderr
+
+
+def test_ctrl_c_stops_at_the_end_of_the_step_with_a_checkpoint(tmp_path, monkeypatch):
+    from esd_gs.errors import Interrupted
+
+    trainer = Trainer(quick(tmp_path, steps=50))
+    original = trainer.train_step
+
+    def ctrl_c_at_step_3():
+        if trainer.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler only asks the loop to stop
+        return original()
+
+    monkeypatch.setattr(trainer, "train_step", ctrl_c_at_step_3)
+    with pytest.raises(Interrupted, match=r"stopped at step 4 of 50 \(SIGINT\); saved a checkpoint") as e:
+        trainer.train()
+    assert e.value.exit_code == 130 and checkpoints(tmp_path / "r") == ["step_0000004.pt"]
 
 
 def test_interrupt_without_checkpoint_says_so(tmp_path, monkeypatch):
