@@ -445,3 +445,11 @@ def test_bad_jobs_are_one_line_and_fail_alone(tmp_path, content, fragment):
 def test_run_names_with_control_characters_or_too_long_are_refused(tmp_path, name):
     assert_clean_error(cli("train", "--preset", "demo", "--output-dir", tmp_path / "o", "--run-name", name),
                        "--run-name must be at most 200 bytes", tmp_path / "o")
+
+
+def test_a_full_disk_error_names_the_file(full_disk, blob_ply):
+    full_disk.fill(0)
+    out = full_disk.path / "report.json"
+    r = cli("janus", blob_ply, "--output", out)  # (the blob is no head: janus warns first, in a line of its own)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and not out.exists()
+    assert r.stderr.strip().splitlines()[-1] == f"esd-gs: error: cannot write {out}: No space left on device"

@@ -87,7 +87,10 @@ def atomic_path(path: str | os.PathLike, verify: Callable[[Path], str | None] | 
         raise write_error(path, e) from None
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except OSError as e:  # the writer's own failure (ENOSPC has no file name): name the file it was writing
+            raise write_error(path, e) from None
         try:
             with open(tmp_path, "rb+") as f:
                 os.fsync(f.fileno())
