@@ -453,3 +453,18 @@ def test_a_full_disk_error_names_the_file(full_disk, blob_ply):
     r = cli("janus", blob_ply, "--output", out)  # (the blob is no head: janus warns first, in a line of its own)
     assert r.returncode == 2 and "Traceback" not in r.stderr and not out.exists()
     assert r.stderr.strip().splitlines()[-1] == f"esd-gs: error: cannot write {out}: No space left on device"
+
+
+def test_a_full_photo_cache_only_costs_time(full_disk, monkeypatch):
+    """The synthetic world's photo cache on a full disk: a warning, the photos, no temporary file left (it was a
+    37-line traceback)."""
+    from esd_gs.synthetic.config import SyntheticConfig
+    from esd_gs.synthetic.photos import cached_photos, photo_angles
+
+    cfg = SyntheticConfig(num_images=4, resolution=16)
+    monkeypatch.setenv("ESD_GS_CACHE", str(full_disk.path / "cache"))
+    (full_disk.path / "cache").mkdir()
+    full_disk.fill(0)
+    with pytest.warns(UserWarning, match="could not cache the photo set"):
+        photos = cached_photos(*photo_angles(cfg), cfg)
+    assert photos.shape == (4, 16, 16, 3) and not list((full_disk.path / "cache").iterdir())

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from ..cameras import Cameras, make_cameras
+from ..errors import UserError
 from ..io.atomic import atomic_path
 from ..render import render_frames
 from .config import SyntheticConfig
@@ -59,6 +61,8 @@ def cached_photos(azimuth_deg: Tensor, elevation_deg: Tensor, cfg: SyntheticConf
     try:
         with atomic_path(path) as tmp:
             torch.save(photos, tmp)
-    except OSError:
-        pass  # a read-only home only costs time
+    except (OSError, RuntimeError, UserError) as e:  # a read-only or full cache only costs time (torch.save
+        # reports a full disk as RuntimeError)
+        warnings.warn(f"could not cache the photo set in {path.parent} ({str(e).strip().splitlines()[-1][:120]}); "
+                      "it is rendered again next time")
     return photos
