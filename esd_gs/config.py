@@ -210,6 +210,8 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.world == "synthetic" and cfg.cameras != CameraConfig():
         raise UserError("cameras.* sets the Stable Diffusion world's orbit; the synthetic world trains on its photos' "
                         "orbit (synthetic.radius, synthetic.fovy-deg, synthetic.elevation-deg)")
+    if not 0 <= cfg.densify.grow_top <= 1:
+        raise UserError(f"densify.grow_top is a share of the visible Gaussians, in [0, 1] (got {cfg.densify.grow_top})")
     if cfg.densify.refine_scale2d_stop_iter > 0:
         raise UserError("densify.refine_scale2d_stop_iter is not supported (it would bypass densify.max_gaussians)")
     lrs = {f.name: getattr(cfg.gaussians, f.name) for f in dataclasses.fields(cfg.gaussians)

@@ -98,3 +98,11 @@ def test_runs_saved_before_the_scale_free_rule_resume_with_the_old_one(tmp_path)
     assert config_changes(json.loads(json.dumps(saved)), old) == {}
     refused = {k for k in config_changes(saved, TrainConfig()) if not resumable(k)}
     assert refused == {"densify.grow_top", "densify.prune_large"}
+
+
+@pytest.mark.parametrize("share", ["-0.1", "1.5"])
+def test_grow_top_is_a_share(tmp_path, share):
+    from conftest import assert_clean_error, cli
+
+    assert_clean_error(cli("train", "--preset", "demo", "--output-dir", tmp_path / "o", "--densify.grow-top", share),
+                       "densify.grow_top is a share", tmp_path / "o")
