@@ -135,15 +135,6 @@ def test_jobs_that_can_never_start_are_refused_before_submission():
     check_schedulable(jobs, {0: {"num_cpus": 2}, 1: {"num_cpus": 1}}, {"CPU": 2.0})  # fits: no error
 
 
-def test_a_batch_of_stable_diffusion_jobs_without_a_gpu_fails_at_once(tmp_path, tiny_sd):
-    """Through the command, on a real local Ray instance (it waited forever before)."""
-    jobs = tmp_path / "jobs.yaml"
-    jobs.write_text(f"- {{prompt: a corgi, model_path: {tiny_sd}, steps: 3}}\n")
-    r = cli("batch", jobs, "--output-dir", tmp_path / "b", "--no-progress")
-    line = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 2 and "asks for 1 GPUs, 1 CPUs" in line and "and 0 GPUs in all" in line, r.stderr
-
-
 def test_a_csv_with_an_unclosed_quote_is_refused(tmp_path):
     jobs = tmp_path / "jobs.csv"
     jobs.write_text('prompt,seed\n"a head,1\na cat,2\n')

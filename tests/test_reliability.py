@@ -356,7 +356,7 @@ def test_view_ctrl_c_stops_the_viewer(blob_ply):
 @pytest.mark.slow
 def test_concurrent_runs_on_one_name_never_share_a_folder(tmp_path):
     """Two `esd-gs train` started together on one --run-name: both finish, in two folders, each holding one
-    run; a --resume of a run that another process is training is refused, naming its PID."""
+    run; a --resume of a run whose lock another process holds is refused, naming its PID."""
     exe = os.path.join(os.path.dirname(sys.executable), "esd-gs")
     args = [exe, "train", "--preset", "demo", "--steps", "6", "--output-dir", str(tmp_path), "--run-name", "race",
             "--guidance", "sds", "--gaussians.num-points", "200", "--log.no-progress", "--log.turntable-frames", "0",
@@ -369,18 +369,16 @@ def test_concurrent_runs_on_one_name_never_share_a_folder(tmp_path):
         assert steps_of(tmp_path / name) == list(range(1, 7)) and (tmp_path / name / "splats.ply").exists()
     assert sum("race is taken; this run writes to race-1" in err for _, err in outs) == 1
 
-    longer = subprocess.Popen([*args[:5], "100000", *args[6:], "--resume"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from esd_gs.io.lock import RunLock; "
+                               "RunLock(sys.argv[1]); print('held', flush=True); time.sleep(60)", str(tmp_path / "race")],
+                              stdout=subprocess.PIPE, text=True)  # as a run training there holds it
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and steps_of(tmp_path / "race")[-1] < 10:
-            time.sleep(0.05)
+        assert holder.stdout.readline().strip() == "held"
         r = cli("train", *args[2:5], "20", *args[6:], "--resume")
-        assert_clean_error(r, f"in use by process {longer.pid}")
+        assert_clean_error(r, f"in use by process {holder.pid}")
     finally:
-        longer.send_signal(signal.SIGTERM)
-        longer.communicate(timeout=120)
-    assert longer.returncode == 128 + signal.SIGTERM
+        holder.kill()
+        holder.wait()
 
 
 @pytest.mark.parametrize("args", [
