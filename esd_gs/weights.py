@@ -73,12 +73,19 @@ def hub_reachable() -> bool:
     return not constants.HF_HUB_OFFLINE and reachable(constants.ENDPOINT)
 
 
+def weight_set(name: str) -> tuple[str, bool] | None:
+    """(extension, fp16 variant) of a weight file or shard index; None for anything else."""
+    for ext in ("safetensors", "bin"):
+        if name.endswith("." + ext) or name.endswith(f".{ext}.index.json"):
+            return ext, bool(HALF_VARIANT.search(name))
+    return None
+
+
 def pick_weights(names: list[str], half: bool) -> tuple[str, bool] | None:
     """(extension, fp16 variant) of the weight set to use among a part's file names: safetensors before
     .bin; the fp16 variant first when running in half precision (half the bytes), else full precision
     first (fp16 weights upcast to fp32 lose nothing more). None when there are no weights."""
-    found = {(ext, bool(HALF_VARIANT.search(n))) for n in names for ext in ("safetensors", "bin")
-             if n.endswith("." + ext) or n.endswith(f".{ext}.index.json")}
+    found = {weight_set(n) for n in names} - {None}
     for ext in ("safetensors", "bin"):
         for is_half in ((True, False) if half else (False, True)):
             if (ext, is_half) in found:
@@ -102,11 +109,6 @@ def weight_format(part: Path, dtype) -> dict:
     return {"variant": "fp16" if is_half else None, "use_safetensors": ext == "safetensors"}
 
 
-def _weight_set(name: str, ext: str, is_half: bool) -> bool:
-    return (name.endswith("." + ext) or name.endswith(f".{ext}.index.json")) and bool(HALF_VARIANT.search(name)) \
-        == is_half
-
-
 def files_to_fetch(files: dict[str, int], parts: tuple[str, ...], half: bool) -> dict[str, int]:
     """Of a hub repo's {path: bytes}, what a pipeline of `parts` uses: model_index.json, every config and
     tokenizer file of the parts, and one weight set per weight part (never the top-level single-file
@@ -120,7 +122,7 @@ def files_to_fetch(files: dict[str, int], parts: tuple[str, ...], half: bool) ->
         chosen |= {p: s for p, s in inside.items() if p.endswith(".json") and ".index." not in p}
         weights = pick_weights(list(inside), half)
         if weights:
-            chosen |= {p: s for p, s in inside.items() if _weight_set(p, *weights)}
+            chosen |= {p: s for p, s in inside.items() if weight_set(p) == weights}
     return chosen
 
 
