@@ -280,10 +280,11 @@ def one_line(error: BaseException) -> str:
 def check_schedulable(pending: list[Job], asks: dict[int, dict], cluster: dict) -> None:
     """Refuses, before anything is submitted, jobs that no node could ever start (Ray would queue them
     forever): one line with what they ask for and what the cluster has."""
-    have = {"num_cpus": cluster.get("CPU", 0), "num_gpus": cluster.get("GPU", 0)}
+    names = {"num_cpus": "CPU", "num_gpus": "GPU"}  # Ray's option names -> its resource names
+    have = {k: cluster.get(name, 0) for k, name in names.items()}
     stuck = [job for job in pending if any(n > have[k] for k, n in asks[job.index].items())]
     if stuck:
-        ask = ", ".join(f"{n:g} {k.removeprefix('num_').upper().removesuffix('S')}s" for k, n in asks[stuck[0].index].items())
+        ask = ", ".join(f"{n:g} {names[k]}s" for k, n in asks[stuck[0].index].items())
         raise UserError(f"{len(stuck)} of {len(pending)} jobs can never start: {stuck[0].run_name} asks for {ask}, "
                         f"and the Ray cluster has {have['num_cpus']:g} CPUs and {have['num_gpus']:g} GPUs in all "
                         "(lower --cpus-per-job; Stable Diffusion jobs need a GPU each: --gpus-per-job)")

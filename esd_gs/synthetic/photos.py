@@ -61,8 +61,8 @@ def cached_photos(azimuth_deg: Tensor, elevation_deg: Tensor, cfg: SyntheticConf
     try:
         with atomic_path(path) as tmp:
             torch.save(photos, tmp)
-    except (OSError, RuntimeError, UserError) as e:  # a read-only or full cache only costs time (torch.save
-        # reports a full disk as RuntimeError)
+    except (RuntimeError, UserError) as e:  # a read-only or full cache only costs time (atomic_path turns
+        # file-system errors into UserError; torch.save reports a full disk as RuntimeError)
         warnings.warn(f"could not cache the photo set in {path.parent} ({str(e).strip().splitlines()[-1][:120]}); "
                       "it is rendered again next time")
     return photos
