@@ -1,0 +1,88 @@
+"""Does a Stable Diffusion pipeline trained on the head's photos know the head? Checked with diffusers' own
+sampler (`StableDiffusionPipeline`), independent of our distillation code.
+
+Each sample is classified by the Janus metric's exact view classifier, widened to the photos' elevations:
+the nearest (RMS) render of the true head on an azimuth x elevation grid gives its azimuth.
+  view accuracy   per view prompt ("<prompt>, front view", ...): share of samples whose azimuth falls in
+                  that view's range (the prior's own thresholds, cameras.view_direction)
+  entropy ratio   plain prompt: entropy of the 8-bin azimuth histogram / log 8 (1 = as fair as the photos)
+  nearest photo   RMS distance of each sample to its nearest training photo, against the same distance for
+                  held-out photos (the photo set's own spacing): near 1x means samples look like photos
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..cameras import view_direction, wrap_deg
+from .config import SyntheticConfig
+from .head import head_splats
+from .janus import BINS, entropy
+from .photos import render_photos
+
+REFERENCE_AZIMUTH_STEP_DEG = 5.0
+REFERENCE_ELEVATIONS = 4
+VIEWS = ("front", "side", "back")
+
+
+def reference_views(cfg: SyntheticConfig) -> tuple[Tensor, Tensor]:
+    """The true head every 5 deg in azimuth at 4 elevations spanning the photos': ([N,H,W,3], azimuths)."""
+    az = torch.arange(-180.0, 180.0, REFERENCE_AZIMUTH_STEP_DEG)
+    el = torch.linspace(*cfg.elevation_deg, REFERENCE_ELEVATIONS)
+    az, el = torch.cartesian_prod(az, el).unbind(1)
+    return render_photos(head_splats(), az, el, cfg), az
+
+
+def nearest(images: Tensor, bank: Tensor) -> tuple[Tensor, Tensor]:
+    """Index of each image's nearest bank image and the RMS distance to it."""
+    d = torch.cdist(images.reshape(len(images), -1), bank.reshape(len(bank), -1)) / images[0].numel() ** 0.5
+    rms, index = d.min(dim=1)
+    return index, rms
+
+
+def classify_azimuths(images: Tensor, cfg: SyntheticConfig) -> Tensor:
+    """Azimuth (deg) of each image [N,H,W,3] in [0,1]: that of its nearest reference view."""
+    refs, ref_az = reference_views(cfg)
+    return ref_az[nearest(images, refs)[0]]
+
+
+def view_of(azimuth_deg: Tensor) -> list[str]:
+    return view_direction(azimuth_deg, torch.zeros_like(azimuth_deg))
+
+
+def azimuth_entropy_ratio(azimuth_deg: Tensor) -> float:
+    hist = torch.histc(wrap_deg(azimuth_deg) + 180.0, bins=BINS, min=0.0, max=360.0)
+    return entropy(hist / hist.sum()).item() / math.log(BINS)
+
+
+@torch.no_grad()
+def sample(pipe, prompt: str, n: int, seed: int, steps: int = 25, guidance_scale: float = 7.5) -> Tensor:
+    """n samples [n,H,W,3] in [0,1] from diffusers' pipeline (its own scheduler and CFG)."""
+    g = torch.Generator().manual_seed(seed)
+    out = pipe(prompt, num_images_per_prompt=n, num_inference_steps=steps, guidance_scale=guidance_scale,
+               generator=g, output_type="pt")
+    return out.images.permute(0, 2, 3, 1).float().clamp(0, 1)
+
+
+def check_pipeline(pipe, prompt: str, n_view: int, n_plain: int, seed: int, cfg: SyntheticConfig,
+                   steps: int = 25, photos: Tensor | None = None, held_out: Tensor | None = None) -> dict:
+    """The module doc's figures; nearest-photo distances only when `photos` and `held_out` are given."""
+    report: dict = {"prompt": prompt, "samples_per_view": n_view, "samples_plain": n_plain, "steps": steps}
+    samples = {}
+    for i, view in enumerate(VIEWS):
+        samples[view] = sample(pipe, f"{prompt}, {view} view", n_view, seed + i, steps)
+        views = view_of(classify_azimuths(samples[view], cfg))
+        report[f"{view}_accuracy"] = sum(v == view for v in views) / n_view
+    report["view_accuracy"] = sum(report[f"{v}_accuracy"] for v in VIEWS) / len(VIEWS)
+    samples["plain"] = sample(pipe, prompt, n_plain, seed + len(VIEWS), steps)
+    azimuths = classify_azimuths(samples["plain"], cfg)
+    report["plain_azimuth_hist"] = torch.histc(wrap_deg(azimuths) + 180.0, bins=BINS, min=0.0, max=360.0).tolist()
+    report["plain_entropy_ratio"] = azimuth_entropy_ratio(azimuths)
+    if photos is not None and held_out is not None:
+        report["sample_nearest_photo_rms"] = nearest(samples["plain"], photos)[1].median().item()
+        report["held_out_nearest_photo_rms"] = nearest(held_out, photos)[1].median().item()
+    report["samples"] = samples
+    return report
