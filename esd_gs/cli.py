@@ -298,6 +298,7 @@ class ExportArgs:
 
 
 def cmd_export(argv: list[str]) -> None:
+    import torch
     from gsplat import export_splats
 
     from .gaussians import truncate_sh
@@ -320,9 +321,13 @@ def cmd_export(argv: list[str]) -> None:
             print(f"wrote {args.ply} ({n} Gaussians)")
         for target, fmt in ((args.splat, "splat"), (args.ply if args.compressed else None, "ply_compressed")):
             if target:
+                tensors = [kept[k].detach().cpu() for k in ("means", "scales", "quats", "opacities", "sh0", "shN")]
+                if fmt == "ply_compressed" and tensors[-1].shape[1] == 0:
+                    # gsplat writes degree 0 as an `sh` element without properties: PlayCanvas (SuperSplat)
+                    # loops forever on it and mkkellogg's viewer loads no splat; zero degree-1 bands both read
+                    tensors[-1] = torch.zeros(n, 3, 3)
                 with atomic_path(target) as tmp:
-                    export_splats(*(kept[k].detach().cpu() for k in ("means", "scales", "quats", "opacities", "sh0",
-                                                                      "shN")), format=fmt, save_to=str(tmp))
+                    export_splats(*tensors, format=fmt, save_to=str(tmp))
                 print(f"wrote {target} ({n} Gaussians, {fmt})")
     if args.mesh:
         mesh = splats_to_mesh(splats, args.mesh_options)

@@ -101,6 +101,27 @@ def test_export_splat_and_truncated_ply(tmp_path):
     assert_clean_error(cli("export", ply, "--mesh", tmp_path / "m.stl"), "not supported")
 
 
+@pytest.mark.parametrize("sh_degree", [0, 2])
+def test_compressed_ply_has_an_sh_layout_web_viewers_read(tmp_path, sh_degree):
+    """SuperSplat's compressed PLY: PlayCanvas reads an `sh` element of 9, 24 or 45 bands (it hangs on gsplat's
+    empty one for degree 0, and mkkellogg's viewer then loads no splat): degree 0 gets zero degree-1 bands."""
+    from plyfile import PlyData
+
+    from scenes import small_scene
+
+    ply = tmp_path / "in.ply"
+    write_ply(ply, small_scene(n=300, dtype=torch.float32, sh_degree=sh_degree))
+    r = cli("export", ply, "--ply", tmp_path / "c.ply", "--compressed")
+    assert r.returncode == 0, r.stderr
+    data = PlyData.read(str(tmp_path / "c.ply"))
+    assert [e.name for e in data.elements] == ["chunk", "vertex", "sh"]
+    assert data["vertex"].count == data["sh"].count == 300 and data["chunk"].count == 2
+    bands = [p.name for p in data["sh"].properties]
+    assert bands == [f"f_rest_{i}" for i in range({0: 9, 2: 24}[sh_degree])]
+    if sh_degree == 0:  # quantised zero: (value / 8 + 0.5) * 256
+        assert all((data["sh"][b] == 128).all() for b in bands)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
