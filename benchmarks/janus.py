@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Janus rates of SDS, VSD and ESD in the synthetic world (issue 12's benchmark).
 
-Every run is the demo preset (`configs/demo.yaml`) with only the method, the seed, the setting and the
-variational network changed.
+Every run is the demo preset (`configs/demo.yaml`; the tinysd settings: `configs/tiny-sd.yaml`) with only
+the method, the seed, the setting and the variational network changed.
 Settings:
   main                  photo set uniform in azimuth (front share 0.25), no view prompts; the training
                         cameras are the photos' orbit. The fair test: with lam = 1 ESD minimises
@@ -28,6 +28,10 @@ Settings:
   front0.7              70% of the photos within 45 deg of the front, no view prompts (secondary: a
                         front-biased p makes a Janus head closer to ESD's optimum than the truth).
   front0.7-viewprompts  the same with view prompts (kappa 0.12). Both with the class-embedding network.
+  tinysd                the real Stable Diffusion path (`configs/tiny-sd.yaml`: tiny-sd, trained on the fair
+                        photo set, as the prior with CFG; LoRA on its UNet), no view prompts, the camera as
+                        a class embedding only (threestudio's design); SDS also with view prompts.
+  tinysd-pins64         the same with the camera also as a map of 64 pinned grids at the latents' 16x16.
 Methods: sds; vsd, esd_lam0.5, esd_lam1.0 with the learned variational network (in `main` predicting eps,
 with the camera also as a coarse spatial input, `--variational.camera-map`); and vsd-exact,
 esd_lam0.5-exact, esd_lam1.0-exact with the exact estimator (fresh renders, Dirac camera branch). Each
@@ -70,6 +74,7 @@ METHODS = {
     "esd_lam1.0-exact": ["--guidance", "esd", "--lam", "1.0", "--synthetic.variational", "exact"],
     "photometric": ["--guidance", "photometric"],
     "sds-hardview": ["--guidance", "sds", "--prior.view-dependent-prompt", "--synthetic.view-kappa", "5"],
+    "sds-viewprompts": ["--guidance", "sds", "--prior.view-dependent-prompt"],
 }
 NO_PROMPTS = ["--prior.no-view-dependent-prompt"]
 FAIR = ["--synthetic.front-share", "0.25", *NO_PROMPTS]
@@ -91,6 +96,9 @@ def v_camera_map(grid: int, pins: int = 0) -> list[str]:
             str(pins), "--variational.camera-frequencies", "4", "--synthetic.unet-prediction", "v_prediction"]
 
 
+SD_CLASS_EMBEDDING = ["--variational.no-camera-map", "--variational.camera-frequencies", "0"]
+SD_PINS = ["--variational.camera-map", "--variational.camera-map-grid", "16", "--variational.camera-map-pins", "64",
+           "--variational.camera-frequencies", "4"]
 VARIATIONAL = ["vsd", "esd_lam0.5", "esd_lam1.0"]
 SETTINGS = {  # name: (flags, methods)
     "main": ([*FAIR, *CAMERA_MAP], LEARNED + EXACT),
@@ -105,7 +113,10 @@ SETTINGS = {  # name: (flags, methods)
     "front0.7": (["--synthetic.front-share", "0.7", *NO_PROMPTS, *CLASS_EMBEDDING], LEARNED),
     "front0.7-viewprompts": (["--synthetic.front-share", "0.7", "--prior.view-dependent-prompt", *CLASS_EMBEDDING],
                              LEARNED),
+    "tinysd": ([*NO_PROMPTS, *SD_CLASS_EMBEDDING], ["sds", "sds-viewprompts", *VARIATIONAL]),
+    "tinysd-pins64": ([*NO_PROMPTS, *SD_PINS], ["vsd", "esd_lam1.0"]),
 }
+PRESETS = {"tinysd": "tiny-sd", "tinysd-pins64": "tiny-sd"}  # the others: demo
 METRICS = ("janus", "front_share", "face_count", "view_error_deg", "view_variety", "iv", "iq")
 STRIP_FRAMES = 8
 
@@ -131,10 +142,10 @@ def run_name(setting: str, method: str, seed: int) -> str:
 
 
 def job(args: Args, setting: str, method: str, seed: int) -> dict:
-    """One run as a batch job: the demo preset and the setting's and method's flags (its config.yaml
-    records all of them)."""
+    """One run as a batch job: the setting's preset (demo or tiny-sd) and the setting's and method's flags
+    (its config.yaml records all of them)."""
     extra = ["--steps", str(args.steps)] if args.steps else []
-    return {"run_name": run_name(setting, method, seed), "preset": "demo", "seed": seed,
+    return {"run_name": run_name(setting, method, seed), "preset": PRESETS.get(setting, "demo"), "seed": seed,
             "args": [*SETTINGS[setting][0], *METHODS[method], *extra, "--log.preview-every", "0"]}
 
 

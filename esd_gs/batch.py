@@ -57,9 +57,9 @@ class BatchArgs:
     num_cpus: int | None = None
     """CPUs of the local instance (default: all)."""
     cpus_per_job: float = 1.0
-    """CPUs a synthetic-world job asks for (its torch/numba threads)."""
+    """CPUs a CPU job (synthetic world, or `--device cpu`) asks for (its torch/numba threads)."""
     gpus_per_job: float = 1.0
-    """GPUs a Stable Diffusion job asks for."""
+    """GPUs a Stable Diffusion job asks for (unless it runs with `--device cpu`, as tiny-sd's preset does)."""
     contact_frames: int = 8
     """Turntable frames per row of the contact sheet."""
     progress: bool = True
@@ -197,7 +197,7 @@ def plan(jobs: list[dict], shared_flags: list[str], batch_dir: Path) -> list[Job
             cfg = parse_train_args(job.argv)
             validate(cfg)
             name = cfg.run_name or default_run_name(cfg)
-            job.gpu = cfg.world == "stable-diffusion"
+            job.gpu = cfg.world == "stable-diffusion" and cfg.device != "cpu"  # tiny-sd runs say cpu
         except UserError as e:  # this job fails alone, under its own name where it gave one
             job.error, name = str(e), str(settings.get("run_name") or f"job{i}")
         base, k = name, 2

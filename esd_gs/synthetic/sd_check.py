@@ -7,11 +7,13 @@ the nearest (RMS) render of the true head on an azimuth x elevation grid gives i
                   that view's range (the prior's own thresholds, cameras.view_direction)
   entropy ratio   plain prompt: entropy of the 8-bin azimuth histogram / log 8 (1 = as fair as the photos)
   nearest photo   RMS distance of each sample to its nearest training photo, against the same distance for
-                  held-out photos (the photo set's own spacing): near 1x means samples look like photos
+                  held-out photos (the photo set's own spacing) and for held-out photos through the VAE (the
+                  closest a sample can come): near the latter means samples look like photos
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -30,8 +32,14 @@ VIEWS = ("front", "side", "back")
 
 def reference_views(cfg: SyntheticConfig) -> tuple[Tensor, Tensor]:
     """The true head every 5 deg in azimuth at 4 elevations spanning the photos': ([N,H,W,3], azimuths)."""
+    return _reference_views(cfg.resolution, tuple(cfg.elevation_deg), cfg.radius, cfg.fovy_deg)
+
+
+@functools.lru_cache(maxsize=2)  # 288 renders, asked for by every check
+def _reference_views(resolution: int, elevation_deg: tuple[float, float], radius: float, fovy_deg: float):
+    cfg = SyntheticConfig(resolution=resolution, elevation_deg=elevation_deg, radius=radius, fovy_deg=fovy_deg)
     az = torch.arange(-180.0, 180.0, REFERENCE_AZIMUTH_STEP_DEG)
-    el = torch.linspace(*cfg.elevation_deg, REFERENCE_ELEVATIONS)
+    el = torch.linspace(*elevation_deg, REFERENCE_ELEVATIONS)
     az, el = torch.cartesian_prod(az, el).unbind(1)
     return render_photos(head_splats(), az, el, cfg), az
 
@@ -43,9 +51,9 @@ def nearest(images: Tensor, bank: Tensor) -> tuple[Tensor, Tensor]:
     return index, rms
 
 
-def classify_azimuths(images: Tensor, cfg: SyntheticConfig) -> Tensor:
+def classify_azimuths(images: Tensor, references: tuple[Tensor, Tensor]) -> Tensor:
     """Azimuth (deg) of each image [N,H,W,3] in [0,1]: that of its nearest reference view."""
-    refs, ref_az = reference_views(cfg)
+    refs, ref_az = references
     return ref_az[nearest(images, refs)[0]]
 
 
@@ -67,22 +75,49 @@ def sample(pipe, prompt: str, n: int, seed: int, steps: int = 25, guidance_scale
     return out.images.permute(0, 2, 3, 1).float().clamp(0, 1)
 
 
+@torch.no_grad()
+def vae_round_trip(vae, images: Tensor) -> Tensor:
+    """Images [N,H,W,3] encoded (posterior mean) and decoded: the best a sample can look, through this VAE."""
+    x = images.permute(0, 3, 1, 2) * 2 - 1
+    return ((vae.decode(vae.encode(x).latent_dist.mean).sample + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
+
+
 def check_pipeline(pipe, prompt: str, n_view: int, n_plain: int, seed: int, cfg: SyntheticConfig,
                    steps: int = 25, photos: Tensor | None = None, held_out: Tensor | None = None) -> dict:
     """The module doc's figures; nearest-photo distances only when `photos` and `held_out` are given."""
+    references = reference_views(cfg)
     report: dict = {"prompt": prompt, "samples_per_view": n_view, "samples_plain": n_plain, "steps": steps}
     samples = {}
     for i, view in enumerate(VIEWS):
         samples[view] = sample(pipe, f"{prompt}, {view} view", n_view, seed + i, steps)
-        views = view_of(classify_azimuths(samples[view], cfg))
+        views = view_of(classify_azimuths(samples[view], references))
         report[f"{view}_accuracy"] = sum(v == view for v in views) / n_view
     report["view_accuracy"] = sum(report[f"{v}_accuracy"] for v in VIEWS) / len(VIEWS)
     samples["plain"] = sample(pipe, prompt, n_plain, seed + len(VIEWS), steps)
-    azimuths = classify_azimuths(samples["plain"], cfg)
+    azimuths = classify_azimuths(samples["plain"], references)
     report["plain_azimuth_hist"] = torch.histc(wrap_deg(azimuths) + 180.0, bins=BINS, min=0.0, max=360.0).tolist()
     report["plain_entropy_ratio"] = azimuth_entropy_ratio(azimuths)
     if photos is not None and held_out is not None:
         report["sample_nearest_photo_rms"] = nearest(samples["plain"], photos)[1].median().item()
         report["held_out_nearest_photo_rms"] = nearest(held_out, photos)[1].median().item()
+        report["vae_held_out_nearest_photo_rms"] = nearest(vae_round_trip(pipe.vae, held_out), photos)[1].median().item()
     report["samples"] = samples
     return report
+
+
+def sampler_fairness(pipe, prompt: str, n: int, seed: int, cfg: SyntheticConfig, steps: int = 25) -> dict:
+    """Azimuth entropy ratio of the plain prompt under diffusers' PNDM (SD's own), DDIM and Euler ancestral
+    samplers: they target the same distribution, so a gap between them measures the score's error."""
+    from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, PNDMScheduler
+
+    references, original, out = reference_views(cfg), pipe.scheduler, {}
+    try:
+        for name, kind in (("PNDM", PNDMScheduler), ("DDIM", DDIMScheduler), ("Euler ancestral",
+                                                                            EulerAncestralDiscreteScheduler)):
+            pipe.scheduler = kind.from_config(original.config)
+            azimuths = classify_azimuths(sample(pipe, prompt, n, seed, steps), references)
+            out[name] = {"entropy_ratio": azimuth_entropy_ratio(azimuths), "hist": torch.histc(
+                wrap_deg(azimuths) + 180.0, bins=BINS, min=0.0, max=360.0).tolist()}
+    finally:
+        pipe.scheduler = original
+    return out

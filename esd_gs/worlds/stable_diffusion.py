@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 from ..device import pick_dtype
 from ..guidance.distill import DistillationObjective
 from ..guidance.stable_diffusion import DEFAULT_MODEL, StableDiffusionPrior, load_scheduler
 from ..guidance.variational import UNetVariational
-from ..weights import resolve_model, weight_format
+from ..weights import SHIPPED_MODELS, resolve_model, weight_format
 from . import World
+
+SYNTHETIC_HEAD = "synthetic-head"  # training.json's "truth" in folders built by tools/train_tiny_sd.py
+
+
+def knows_synthetic_head(model: str) -> bool:
+    """Whether a model folder was trained on the synthetic head's photos (then the head is the truth a run
+    is measured against). Hub ids never are."""
+    info = Path(SHIPPED_MODELS.get(model, model)).expanduser() / "training.json"
+    try:
+        return json.loads(info.read_text()).get("truth") == SYNTHETIC_HEAD
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class StableDiffusionWorld(World):
@@ -44,3 +59,11 @@ class StableDiffusionWorld(World):
     def orbit(self) -> tuple[float, float]:
         cams = self.cfg.cameras
         return sum(cams.radius) / 2, sum(cams.fovy_deg) / 2
+
+    def evaluate(self, splats, run_dir: Path) -> dict:
+        """A model that knows the synthetic head (tiny-sd) is measured as the synthetic world is: janus.json."""
+        if not knows_synthetic_head(self.cfg.model_path or DEFAULT_MODEL):
+            return {}
+        from .synthetic import evaluate_janus
+
+        return evaluate_janus(splats, run_dir, self.cfg.synthetic)

@@ -46,6 +46,11 @@ class SyntheticWorld(World):
         return self.cfg.synthetic.radius, self.cfg.synthetic.fovy_deg
 
     def evaluate(self, splats, run_dir: Path) -> dict:
-        report = janus_report(splats, self.cfg.synthetic)
-        write_json(run_dir / "janus.json", report)
-        return {"janus": {k: report[k] for k in SUMMARY_KEYS}}
+        return evaluate_janus(splats, run_dir, self.cfg.synthetic)
+
+
+def evaluate_janus(splats, run_dir: Path, cfg) -> dict:
+    """janus.json in the run folder, its summary returned: for every world whose truth is the head."""
+    report = janus_report(splats, cfg)
+    write_json(run_dir / "janus.json", report)
+    return {"janus": {k: report[k] for k in SUMMARY_KEYS}}
