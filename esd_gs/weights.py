@@ -36,6 +36,11 @@ WEIGHT_PARTS = ("unet", "vae", "text_encoder")
 HALF_VARIANT = re.compile(r"\.fp16[.-]")  # model.fp16.safetensors, diffusion_pytorch_model.fp16-00001-of-00002...
 
 
+def shipped_or_given(model: str) -> str:
+    """The folder of a model shipped with esd-gs (SHIPPED_MODELS), else `model` unchanged."""
+    return str(SHIPPED_MODELS.get(model, model))
+
+
 def candidates(model: str) -> tuple[str, ...]:
     return MODEL_ALIASES.get(model, (model,))
 
@@ -197,7 +202,7 @@ def resolve_model(model: str, parts: tuple[str, ...], kind: str = "Stable Diffus
     transformers model (config.json at the top): the folder itself, the cached snapshot of a hub id (or of
     the first cached id of an alias), or a fresh download when the hub can be reached (fp16 files when
     `dtype` is half precision). Raises a one-line UserError otherwise."""
-    model = str(SHIPPED_MODELS.get(model, model))
+    model = shipped_or_given(model)
     if _looks_like_path(model):
         path = Path(model).expanduser()
         if not path.exists():

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import shlex
 import shutil
 import time
 from dataclasses import asdict, dataclass, fields
@@ -131,9 +132,9 @@ def caption_ids(tokenizer, captions: list[str]) -> torch.Tensor:
 
 def train_unet(unet, text_encoder, latents: torch.Tensor, caption_index: torch.Tensor, ids: torch.Tensor,
                args: Args, g: torch.Generator) -> tuple[list[float], object]:
-    """Epsilon-prediction denoising loss at t ~ U{0..999} (weighted: Args.high_noise_cap); the caption of each row is drawn per step
-    (caption_index[i] is photo i's view caption, ids[0] empty, ids[1] the plain prompt). Returns the loss
-    every 100 steps and the EMA of both networks' weights."""
+    """Epsilon-prediction denoising loss at t ~ U{0..999} (weighted: Args.high_noise_cap); the caption of each
+    row is drawn per step (caption_index[i] is photo i's view caption, ids[0] empty, ids[1] the plain
+    prompt). Returns the loss every 100 steps and the EMA of both networks' weights."""
     from diffusers.training_utils import EMAModel
 
     from esd_gs.guidance.stable_diffusion import sd_scheduler
@@ -195,7 +196,8 @@ def model_card(args: Args, report: dict, fairness: dict, record: dict) -> str:
     r, timings, sizes = report, record["timings"], record["parameters"]
     samplers = "\n".join(f"| {name} | {f['entropy_ratio']:.3f} | {[int(x) for x in f['hist']]} |"
                           for name, f in fairness.items())
-    rebuild = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(args).items() if k not in ("out", "check_only"))
+    rebuild = " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in asdict(args).items()
+                       if k not in ("out", "check_only"))
     return f"""---
 license: apache-2.0
 library_name: diffusers

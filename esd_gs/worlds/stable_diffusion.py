@@ -11,7 +11,7 @@ from ..device import pick_dtype
 from ..guidance.distill import DistillationObjective
 from ..guidance.stable_diffusion import DEFAULT_MODEL, StableDiffusionPrior, load_scheduler
 from ..guidance.variational import UNetVariational
-from ..weights import SHIPPED_MODELS, resolve_model, weight_format
+from ..weights import resolve_model, shipped_or_given, weight_format
 from . import World
 
 SYNTHETIC_HEAD = "synthetic-head"  # training.json's "truth" in folders built by tools/train_tiny_sd.py
@@ -20,7 +20,7 @@ SYNTHETIC_HEAD = "synthetic-head"  # training.json's "truth" in folders built by
 def knows_synthetic_head(model: str) -> bool:
     """Whether a model folder was trained on the synthetic head's photos (then the head is the truth a run
     is measured against). Hub ids never are."""
-    info = Path(SHIPPED_MODELS.get(model, model)).expanduser() / "training.json"
+    info = Path(shipped_or_given(model)).expanduser() / "training.json"
     try:
         return json.loads(info.read_text()).get("truth") == SYNTHETIC_HEAD
     except (OSError, ValueError, AttributeError):
