@@ -117,7 +117,7 @@ SETTINGS = {  # name: (flags, methods)
     "tinysd-pins64": ([*NO_PROMPTS, *SD_PINS], ["vsd", "esd_lam1.0"]),
 }
 PRESETS = {"tinysd": "tiny-sd", "tinysd-pins64": "tiny-sd"}  # the others: demo
-METRICS = ("janus", "front_share", "face_count", "view_error_deg", "view_variety", "iv", "iq")
+METRICS = ("janus", "front_share", "face_count", "view_error_deg", "view_variety", "iv", "iq", "match_rms", "psnr")
 STRIP_FRAMES = 8
 
 
@@ -174,15 +174,30 @@ def write_table(path: Path, table: str) -> None:
     path.write_text(f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}")
 
 
+def rate(flags: list[bool]) -> str:
+    n, k = len(flags), sum(flags)
+    lo, hi = wilson(k, n)
+    return f"{k / n:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
 def table(results: dict) -> str:
-    lines = ["| setting | method | Janus rate [95% CI] | view variety | iv | iq | view error (deg) | seeds |",
-             "|---|---|---|---|---|---|---|---|"]
+    """A row per setting and method. 'no face' (no view matches a front view) is counted apart from Janus;
+    the fidelity columns (match_rms over all seeds / over the consistent ones, i.e. one face and not Janus;
+    PSNR to the truth at the same views) are blank for rows run before they existed."""
+    lines = ["| setting | method | Janus rate [95% CI] | no face [95% CI] | view variety | iv | iq | view error (deg) "
+             "| match_rms all / consistent | PSNR (dB) | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for setting, methods in results.items():
         for method, m in methods.items():
-            n, k = len(m["janus"]), sum(m["janus"])
-            lo, hi = wilson(k, n)
-            lines.append(f"| {setting} | {method} | {k / n:.1f} [{lo:.2f}, {hi:.2f}] | {np.mean(m['view_variety']):.2f} "
-                         f"| {np.mean(m['iv']):.2f} | {np.mean(m['iq']):.2f} | {np.mean(m['view_error_deg']):.0f} | {n} |")
+            no_face = [c == 0 for c in m["face_count"]]
+            fidelity = "– | –"
+            if len(m.get("psnr", [])) == len(m["janus"]):
+                consistent = [r for r, j, f in zip(m["match_rms"], m["janus"], no_face) if not (j or f)]
+                fidelity = (f"{np.mean(m['match_rms']):.3f} / {np.mean(consistent) if consistent else math.nan:.3f} "
+                            f"| {np.mean(m['psnr']):.1f}")
+            lines.append(f"| {setting} | {method} | {rate(m['janus'])} | {rate(no_face)} "
+                         f"| {np.mean(m['view_variety']):.2f} | {np.mean(m['iv']):.2f} | {np.mean(m['iq']):.2f} "
+                         f"| {np.mean(m['view_error_deg']):.0f} | {fidelity} | {len(m['janus'])} |")
     return "\n".join(lines)
 
 
@@ -204,7 +219,7 @@ def main() -> None:
     for s in args.settings:
         results[s] = {m: {k: [] for k in METRICS} for m in SETTINGS[s][1]}
     for (s, m, _), report in zip(jobs, reports):
-        for k in METRICS:
+        for k in [k for k in METRICS if k in report]:  # runs older than a metric lack it
             results[s][m][k].append(int(report[k]) if k == "janus" else report[k])
     path.write_text(json.dumps(results, indent=1) + "\n")
     for s in [s for s in args.settings if s in args.strips]:

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from esd_gs.gaussians import GaussianConfig, init_sphere
 from esd_gs.synthetic.janus import janus_report
 from esd_gs.guidance.stable_diffusion import sd_scheduler
 from esd_gs.synthetic.config import SyntheticConfig
@@ -63,6 +64,13 @@ def test_janus_metric_on_known_objects():
     assert abs(truth["iv"] - truth["true_view_variety"]) < 0.02 and two["iv"] < truth["iv"] - 0.3
     assert two["iq"] > truth["iq"] + 0.3
     assert truth["looks_like_head"] and two["looks_like_head"]
+    # fidelity: the truth at any yaw (found by the alignment, to its 2.5 deg step) is near-identical to
+    # itself; a second face costs PSNR; a blob faces nowhere, which `no_face` says and `janus` does not
+    yawed = janus_report(head_splats(yaw_deg=37.0), cfg)
+    assert min(truth["psnr"], turned["psnr"], yawed["psnr"]) > 40 and two["psnr"] < 30
+    blob = janus_report(init_sphere(GaussianConfig(), torch.Generator().manual_seed(0)), cfg)
+    assert blob["no_face"] and not blob["janus"] and not any(r["no_face"] for r in (truth, turned, two))
+    assert blob["psnr"] < two["psnr"] and not blob["looks_like_head"]
 
 
 def test_densifier_really_resets_opacity():

@@ -17,6 +17,11 @@ nearest reference render in bin k, T = VIEW_TEMPERATURE:
                   lower = each view is more clearly one view of the head)
 match_rms (mean RMS distance of the views to their matched references) tells whether the PLY looks like
 the head at all: the metric means nothing for other objects (looks_like_head = match_rms <= MATCH_RMS_LIMIT).
+Fidelity, where each view is compared with the truth at its own azimuth rather than its best match:
+  psnr            mean PSNR (dB) of the views against the truth seen from the same azimuths turned by
+                  the best global rotation (2.5 deg steps); a Janus head or speckle lowers it
+  no_face         no view matches a front view: the object faces nowhere (hair all round), an outcome
+                  the janus flag does not count
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from .photos import render_photos
 
 NUM_VIEWS = 24
 REFERENCE_STEP_DEG = 5.0
-SUMMARY_KEYS = ("janus", "front_share", "face_count", "view_error_deg", "view_variety", "iv", "iq")
+ALIGN_STEP_DEG = 2.5  # a divisor of REFERENCE_STEP_DEG and of the views' 7.5 deg offset
+SUMMARY_KEYS = ("janus", "no_face", "front_share", "face_count", "view_error_deg", "view_variety", "iv", "iq",
+                "match_rms", "psnr")
 BINS = 8
 VIEW_TEMPERATURE = 0.02  # RMS units (pixels in [0,1]); trained heads match their references at 0.01-0.06
 MATCH_RMS_LIMIT = 0.12  # true head 0.012, trained results 0.04-0.06, a two-faced head 0.07
@@ -56,11 +63,19 @@ def _arcs(flags: list[bool]) -> int:
 
 def janus_report(splats, cfg: SyntheticConfig | None = None) -> dict:
     cfg = cfg or SyntheticConfig()
-    ref_az = torch.arange(-180.0, 180.0, REFERENCE_STEP_DEG)
-    refs = render_photos(head_splats(), ref_az, torch.full_like(ref_az, VIEW_ELEVATION_DEG), cfg)
+    fine_az = torch.arange(-180.0, 180.0, ALIGN_STEP_DEG)
+    fine = render_photos(head_splats(), fine_az, torch.full_like(fine_az, VIEW_ELEVATION_DEG), cfg)
+    every = round(REFERENCE_STEP_DEG / ALIGN_STEP_DEG)
+    ref_az, refs = fine_az[::every], fine[::every]
     az = view_azimuths()
     views = render_photos(splats, az, torch.full_like(az, VIEW_ELEVATION_DEG), cfg)
-    d = torch.cdist(views.reshape(NUM_VIEWS, -1), refs.reshape(len(refs), -1)) / refs[0].numel() ** 0.5
+    pixels = refs[0].numel()
+    d = torch.cdist(views.reshape(NUM_VIEWS, -1), refs.reshape(len(refs), -1)) / pixels ** 0.5
+    # psnr: view i against the truth at az_i + shift, for every shift on the fine grid
+    mse = torch.cdist(views.reshape(NUM_VIEWS, -1), fine.reshape(len(fine), -1)).square() / pixels
+    first = torch.round((az + 180.0) / ALIGN_STEP_DEG).long()
+    shifted = (first[:, None] + torch.arange(len(fine))[None, :]) % len(fine)  # [views, shifts]
+    psnr = (-10.0 * torch.log10(mse.gather(1, shifted).clamp_min(1e-10))).mean(0).max().item()
     matched = ref_az[d.argmin(dim=1)]
     bins = torch.div(ref_az + 180.0, 360.0 / BINS, rounding_mode="floor").long()
     d_bin = torch.stack([d[:, bins == k].min(dim=1).values for k in range(BINS)], dim=1)
@@ -80,11 +95,13 @@ def janus_report(splats, cfg: SyntheticConfig | None = None) -> dict:
         "view_error_deg": min(errors),
         "view_variety": variety,
         "janus": bool(face_count >= 2 or front_share >= 0.5),
+        "no_face": face_count == 0,
         "iv": entropy(posterior.mean(0)).item(),
         "iq": entropy(posterior).mean().item(),
         "match_rms": match_rms,
         "match_rms_limit": MATCH_RMS_LIMIT,
         "looks_like_head": match_rms <= MATCH_RMS_LIMIT,
+        "psnr": psnr,
         "matched_azimuth_deg": matched.tolist(),
         "view_azimuth_deg": az.tolist(),
         "true_view_variety": math.log(BINS),
