@@ -27,7 +27,7 @@ USAGE = """usage: esd-gs {train,batch,janus,clip,inception,render,view,export,be
   inception  the paper's Inception Quality / Variety of a result's views (needs torchvision + weights)
   render     turntable GIF / MP4 / PNG frames (RGB and depth) of a PLY or run folder
   view       interactive viewer in the browser (viser)
-  export     mesh (open3d TSDF fusion) from a PLY or run folder
+  export     mesh (open3d TSDF fusion), .splat, compressed PLY, glTF (KHR_gaussian_splatting), SPZ
   bench      speed: `bench raster` (rasterizer) or `bench step` (one training step, per component)
   download   fetch Stable Diffusion weights on a connected machine, for offline ones (--model-path DIR)
 """
@@ -279,7 +279,8 @@ def cmd_view(argv: list[str]) -> None:
 @dataclass
 class ExportArgs:
     """Export a PLY or run folder: a vertex-coloured mesh (TSDF fusion of rendered RGB-D), a .splat file
-    for web viewers, an SH-truncated PLY or SuperSplat's compressed PLY."""
+    for web viewers, an SH-truncated PLY or SuperSplat's compressed PLY, a glTF with the
+    KHR_gaussian_splatting extension, Niantic's SPZ."""
 
     path: tyro.conf.Positional[Path]
     """Run folder or PLY file."""
@@ -289,12 +290,29 @@ class ExportArgs:
     """Write antimatter15's .splat format here (gsplat's exporter)."""
     ply: Path | None = None
     """Write the splats again as PLY here (with --sh-degree, --compressed)."""
+    glb: Path | None = None
+    """Write a binary glTF with the KHR_gaussian_splatting extension here (three.js, Babylon.js, PlayCanvas,
+    Cesium)."""
+    spz: Path | None = None
+    """Write Niantic's SPZ here (Babylon.js, PlayCanvas, Scaniverse; about 10x smaller than PLY)."""
     sh_degree: int | None = None
-    """Keep SH bands up to this degree in --ply / --splat (default: all)."""
+    """Keep SH bands up to this degree in --ply / --splat / --glb / --spz (default: all)."""
     compressed: bool = False
     """--ply in SuperSplat's compressed layout."""
+    up: Literal["auto", "z", "y", "-y"] = "auto"
+    """Up axis of the written files. z: esd-gs's own frame (front towards +x); y: glTF's and three.js's
+    (front towards +z); -y: INRIA/COLMAP's, which SuperSplat and mkkellogg's viewer assume for .ply and
+    .splat. auto: y for .glb (glTF is y-up by specification) and .spz (stored y-up by its specification),
+    z for the rest."""
     mesh_options: tyro.conf.OmitArgPrefixes[MeshConfig] = dataclasses.field(default_factory=MeshConfig)
     device: str = "auto"
+
+
+def export_up(args: ExportArgs, target: Path) -> str:
+    """The up axis a file is written with: --up, or the format's own convention."""
+    if args.up != "auto":
+        return args.up
+    return "y" if target.suffix.lower() in (".glb", ".gltf", ".spz") else "z"
 
 
 def cmd_export(argv: list[str]) -> None:
@@ -303,36 +321,46 @@ def cmd_export(argv: list[str]) -> None:
 
     from .gaussians import truncate_sh
     from .io.atomic import atomic_path, check_output_file
+    from .io.gltf import write_glb
+    from .io.orient import UP_ROTATIONS, to_up
     from .io.ply import load_splats, write_ply
+    from .io.spz import write_spz
     from .mesh import splats_to_mesh, write_mesh
 
     args = parse(ExportArgs, argv, "esd-gs export")
-    if not (args.mesh or args.splat or args.ply):
-        raise UserError("nothing to export: pass --mesh OUT.ply|.obj|.glb, --splat OUT.splat or --ply OUT.ply")
-    for target in (args.mesh, args.splat, args.ply):
-        if target:
-            check_output_file(target)
+    targets = [t for t in (args.mesh, args.splat, args.ply, args.glb, args.spz) if t]
+    if not targets:
+        raise UserError("nothing to export: pass --mesh OUT.ply|.obj|.glb, --splat OUT.splat, --ply OUT.ply, "
+                        "--glb OUT.glb or --spz OUT.spz")
+    for target in targets:
+        check_output_file(target)
     splats = load_splats(args.path, args.device)
-    if args.splat or args.ply:
-        kept = truncate_sh(splats, args.sh_degree)
-        n = len(kept["means"])
-        if args.ply and not args.compressed:
-            write_ply(args.ply, kept)
-            print(f"wrote {args.ply} ({n} Gaussians)")
-        for target, fmt in ((args.splat, "splat"), (args.ply if args.compressed else None, "ply_compressed")):
-            if target:
-                tensors = [kept[k].detach().cpu() for k in ("means", "scales", "quats", "opacities", "sh0", "shN")]
-                if fmt == "ply_compressed" and tensors[-1].shape[1] == 0:
-                    # gsplat writes degree 0 as an `sh` element without properties: PlayCanvas (SuperSplat)
-                    # loops forever on it and mkkellogg's viewer loads no splat; zero degree-1 bands both read
-                    tensors[-1] = torch.zeros(n, 3, 3)
-                with atomic_path(target) as tmp:
-                    export_splats(*tensors, format=fmt, save_to=str(tmp))
-                print(f"wrote {target} ({n} Gaussians, {fmt})")
+    kept = truncate_sh(splats, args.sh_degree)
+    n = len(kept["means"])
+    if args.ply and not args.compressed:
+        write_ply(args.ply, to_up(kept, export_up(args, args.ply)))
+        print(f"wrote {args.ply} ({n} Gaussians, {export_up(args, args.ply)}-up)")
+    for target, fmt in ((args.splat, "splat"), (args.ply if args.compressed else None, "ply_compressed")):
+        if target:
+            turned = to_up(kept, export_up(args, target))
+            tensors = [turned[k].detach().cpu() for k in ("means", "scales", "quats", "opacities", "sh0", "shN")]
+            if fmt == "ply_compressed" and tensors[-1].shape[1] == 0:
+                # gsplat writes degree 0 as an `sh` element without properties: PlayCanvas (SuperSplat)
+                # loops forever on it and mkkellogg's viewer loads no splat; zero degree-1 bands both read
+                tensors[-1] = torch.zeros(n, 3, 3)
+            with atomic_path(target) as tmp:
+                export_splats(*tensors, format=fmt, save_to=str(tmp))
+            print(f"wrote {target} ({n} Gaussians, {fmt}, {export_up(args, target)}-up)")
+    for target, write in ((args.glb, write_glb), (args.spz, write_spz)):
+        if target:
+            write(target, to_up(kept, export_up(args, target)))
+            print(f"wrote {target} ({n} Gaussians, {export_up(args, target)}-up)")
     if args.mesh:
         mesh = splats_to_mesh(splats, args.mesh_options)
+        mesh.rotate(UP_ROTATIONS[export_up(args, args.mesh)].double().numpy(), center=(0.0, 0.0, 0.0))
         write_mesh(args.mesh, mesh)
-        print(f"wrote {args.mesh} ({len(mesh.vertices)} vertices, {len(mesh.triangles)} triangles)")
+        print(f"wrote {args.mesh} ({len(mesh.vertices)} vertices, {len(mesh.triangles)} triangles, "
+              f"{export_up(args, args.mesh)}-up)")
 
 
 def cmd_bench(argv: list[str]) -> None:

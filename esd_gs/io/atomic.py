@@ -106,6 +106,17 @@ def atomic_path(path: str | os.PathLike, verify: Callable[[Path], str | None] | 
         tmp_path.unlink(missing_ok=True)
 
 
+def reads_back(read: Callable[[Path], dict], n: int) -> Callable[[Path], str | None]:
+    """An atomic_path `verify` for splat files: `read(tmp)` must give back all n splats."""
+    def verify(tmp: Path) -> str | None:
+        try:
+            m = len(read(tmp)["means"])
+        except Exception as e:  # any reader failure means the file is not what was written
+            return f"it does not read back ({type(e).__name__})"
+        return None if m == n else f"it reads back with {m} of {n} splats"
+    return verify
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     data = text.encode()
     short = lambda tmp: None if tmp.stat().st_size == len(data) else "a short write"  # noqa: E731

@@ -1,0 +1,154 @@
+"""Export formats and their frames: up-axis turns (renders unchanged), glTF KHR_gaussian_splatting and SPZ round
+trips through our readers and, where node and @playcanvas/splat-transform are installed, an independent one."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from esd_gs.cameras import make_cameras
+from esd_gs.gaussians import splats_from_tensors
+from esd_gs.io.gltf import EXT, read_glb
+from esd_gs.io.orient import UP_ROTATIONS, from_up, rotate_splats, to_up
+from esd_gs.io.ply import read_ply, write_ply
+from esd_gs.io.spz import read_spz
+from esd_gs.render import render
+
+from conftest import assert_clean_error, cli
+from scenes import small_scene
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def unit_quats(q: torch.Tensor) -> torch.Tensor:
+    """Normalised, sign fixed (q and -q are one rotation)."""
+    q = torch.nn.functional.normalize(q, dim=-1)
+    return q * torch.where(q[:, :1] < 0, -1.0, 1.0)
+
+
+def assert_same_splats(a, b, tol: dict[str, float]) -> None:
+    for k, t in tol.items():
+        x, y = (unit_quats(a[k]), unit_quats(b[k])) if k == "quats" else (a[k], b[k])
+        assert x.shape == y.shape, (k, x.shape, y.shape)
+        err = (x.double() - y.double()).abs().max().item() if x.numel() else 0.0
+        assert err <= t, (k, err, t)
+
+
+def random_rotation(seed: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return q * torch.sign(torch.det(q))
+
+
+@pytest.mark.parametrize("rotation", ["y", "-y", "random"])
+def test_turned_splats_render_the_same_from_turned_cameras(rotation):
+    """Positions, quaternions and SH bands (degree 3) turn together: the turned scene seen from the turned
+    camera is the same image, colour included (the SH would show a wrong turn of the bands)."""
+    scene = small_scene(n=60, sh_degree=3)
+    scene["shN"].data *= 8.0  # strong view dependence
+    r = random_rotation(3) if rotation == "random" else UP_ROTATIONS[rotation].double()
+    turned = splats_from_tensors(rotate_splats(scene, r))
+    cams = make_cameras(torch.tensor([20.0, 140.0, -100.0]), torch.tensor([10.0, 35.0, -20.0]), 1.5, 50.0, 40)
+    cams.viewmats = cams.viewmats.double()
+    cams.Ks = cams.Ks.double()
+    before = render(scene, cams, backend="torch").rgb
+    turned_cams = make_cameras(torch.tensor([20.0, 140.0, -100.0]), torch.tensor([10.0, 35.0, -20.0]), 1.5, 50.0, 40)
+    world_to_cam = cams.viewmats.clone()
+    world_to_cam[:, :3, :3] = cams.viewmats[:, :3, :3] @ r.T  # x_cam = V x_old = V R^T x_new
+    turned_cams.viewmats, turned_cams.Ks = world_to_cam, cams.Ks
+    after = render(turned, turned_cams, backend="torch").rgb
+    assert before.std() > 0.05
+    assert (before - after).abs().max() < 1e-6
+    back = from_up(to_up(scene, "y"), "y")
+    assert_same_splats(scene, back, {"means": 1e-12, "quats": 1e-12, "shN": 1e-12})
+
+
+@pytest.mark.parametrize("sh_degree", [0, 3])
+def test_glb_is_khr_gaussian_splatting_y_up_and_reads_back(tmp_path, sh_degree):
+    scene = small_scene(n=80, dtype=torch.float32, sh_degree=sh_degree)
+    ply = tmp_path / "s.ply"
+    write_ply(ply, scene)
+    r = cli("export", ply, "--glb", tmp_path / "s.glb", "--spz", tmp_path / "s.spz")
+    assert r.returncode == 0, r.stderr
+    assert "s.glb (80 Gaussians, y-up)" in r.stdout
+    # the JSON chunk: the ratified extension's names, a point primitive, every band of the degree
+    raw = (tmp_path / "s.glb").read_bytes()
+    doc = json.loads(raw[20:20 + int.from_bytes(raw[12:16], "little")])
+    primitive = doc["meshes"][0]["primitives"][0]
+    assert doc["extensionsUsed"] == [EXT] and primitive["mode"] == 0
+    assert primitive["extensions"][EXT] == {"kernel": "ellipse", "colorSpace": "srgb_rec709_display"}
+    bands = [a for a in primitive["attributes"] if a.startswith(f"{EXT}:SH_DEGREE_")]
+    assert len(bands) == (sh_degree + 1) ** 2
+    position = doc["accessors"][primitive["attributes"]["POSITION"]]
+    assert position["count"] == 80 and len(position["min"]) == 3
+    # activated values in the file, our layout back after undoing the y-up turn
+    glb = read_glb(tmp_path / "s.glb")
+    back = from_up(glb, "y")
+    truth = read_ply(ply)
+    assert_same_splats(truth, back, {"means": 1e-6, "quats": 1e-6, "scales": 1e-5, "opacities": 1e-4, "sh0": 0,
+                                     "shN": 1e-6})
+    assert torch.allclose(glb["means"], truth["means"] @ UP_ROTATIONS["y"].T)
+    # SPZ: its quantisation (12 fractional bits, 8-bit log scales / opacity / colour / SH, smallest-three quats)
+    # (an SH band's rounding error, 1/256 per coefficient, is turned back with the band: up to sqrt(7)x)
+    spz = from_up(read_spz(tmp_path / "s.spz"), "y")
+    assert_same_splats(truth, spz, {"means": 2 ** -12, "quats": 0.01, "scales": 1 / 32 + 1e-6, "sh0": 0.02,
+                                    "shN": 7 ** 0.5 / 256})
+    alpha = torch.sigmoid
+    assert (alpha(spz["opacities"]) - alpha(truth["opacities"])).abs().max() <= 1 / 510 + 1e-6
+
+
+def test_export_up_flag_and_bad_files(tmp_path):
+    scene = small_scene(n=30, dtype=torch.float32, sh_degree=1)
+    ply = tmp_path / "s.ply"
+    write_ply(ply, scene)
+    assert cli("export", ply, "--glb", tmp_path / "z.glb", "--up", "z").returncode == 0
+    assert torch.allclose(read_glb(tmp_path / "z.glb")["means"], scene["means"].detach())
+    assert cli("export", ply, "--ply", tmp_path / "down.ply", "--up", "-y").returncode == 0
+    down = read_ply(tmp_path / "down.ply")["means"]
+    assert torch.allclose(down, scene["means"].detach() @ UP_ROTATIONS["-y"].T, atol=1e-6)
+    assert_clean_error(cli("export", ply, "--glb", tmp_path / "x.glb", "--up", "x"), "--up")
+    (tmp_path / "bad.glb").write_bytes(b"glTF" + os.urandom(200))
+    with pytest.raises(Exception, match="not a readable .glb"):
+        read_glb(tmp_path / "bad.glb")
+    (tmp_path / "bad.spz").write_bytes(os.urandom(200))
+    with pytest.raises(Exception, match="not a readable .spz"):
+        read_spz(tmp_path / "bad.spz")
+
+
+def splat_transform() -> str | None:
+    """@playcanvas/splat-transform's CLI: on PATH, or installed under benchmarks/interop/ (.ci/run does so
+    when npm exists)."""
+    local = REPO / "benchmarks" / "interop" / "node_modules" / ".bin" / "splat-transform"
+    return shutil.which("splat-transform") or (str(local) if local.is_file() and shutil.which("node") else None)
+
+
+@pytest.mark.skipif(splat_transform() is None, reason="node with @playcanvas/splat-transform is not installed "
+                                                     "(npm install --prefix benchmarks/interop)")
+def test_independent_reader_and_writer_agree(tmp_path):
+    """PlayCanvas's converter reads our SPZ and compressed PLY back to PLY, and writes a glb from our PLY that
+    our reader reads (splat-transform turns PLY's frame 180 deg about z for glTF)."""
+    scene = small_scene(n=200, dtype=torch.float32, sh_degree=3)
+    ply = tmp_path / "s.ply"
+    write_ply(ply, scene)
+    assert cli("export", ply, "--spz", tmp_path / "s.spz", "--up", "z", "--ply", tmp_path / "s.compressed.ply",
+               "--compressed").returncode == 0
+    truth = read_ply(ply)
+
+    def convert(src: Path, dst: Path) -> None:
+        subprocess.run([splat_transform(), "-q", "-w", str(src), str(dst)], check=True, timeout=120,
+                       capture_output=True)
+
+    convert(tmp_path / "s.spz", tmp_path / "from_spz.ply")
+    assert_same_splats(truth, read_ply(tmp_path / "from_spz.ply"),
+                       {"means": 2 ** -12, "quats": 0.01, "scales": 1 / 32 + 1e-6, "shN": 1 / 256 + 1e-6})
+    convert(tmp_path / "s.compressed.ply", tmp_path / "from_compressed.ply")
+    decoded = read_ply(tmp_path / "from_compressed.ply")  # in gsplat's chunk order: match splats by position
+    match = torch.cdist(truth["means"], decoded["means"]).argmin(dim=1)
+    assert len(set(match.tolist())) == len(match)
+    assert_same_splats(truth, {k: v[match] for k, v in decoded.items()}, {"means": 0.01, "quats": 0.01, "sh0": 0.05})
+    convert(ply, tmp_path / "theirs.glb")
+    theirs = rotate_splats(read_glb(tmp_path / "theirs.glb"), torch.diag(torch.tensor([-1.0, -1.0, 1.0])))
+    assert_same_splats(truth, theirs, {"means": 1e-6, "quats": 1e-6, "scales": 1e-5, "sh0": 1e-6, "shN": 1e-5})
