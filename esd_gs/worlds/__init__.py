@@ -1,36 +1,19 @@
 """A world is where the prior comes from: real Stable Diffusion weights, or the synthetic world's exact
 prior. It builds the objective (prior + variational estimator + rule) and supplies what differs
-between worlds, so the training loop has no world-specific branches."""
+between worlds, so the training loop has no world-specific branches (esd_gs/worlds/base.py)."""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from ..objective import Objective
+from .base import World
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-
-class World(ABC):
-    def __init__(self, cfg: "TrainConfig", device: torch.device):
-        self.cfg, self.device = cfg, device
-
-    @abstractmethod
-    def objective(self) -> Objective:
-        """Loads the prior and builds the objective (reads every input; writes nothing)."""
-
-    @abstractmethod
-    def orbit(self) -> tuple[float, float]:
-        """Radius and vertical field of view (deg) for previews and turntables."""
-
-    def evaluate(self, splats, run_dir: Path) -> dict:
-        """End-of-run measurements written into run_dir; returns their summary (none by default)."""
-        return {}
+__all__ = ["World", "make_world"]
 
 
 def make_world(cfg: "TrainConfig", device: torch.device) -> World:

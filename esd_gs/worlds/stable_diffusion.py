@@ -12,7 +12,7 @@ from ..guidance.distill import DistillationObjective
 from ..guidance.stable_diffusion import DEFAULT_MODEL, StableDiffusionPrior, load_scheduler
 from ..guidance.variational import UNetVariational
 from ..weights import resolve_model, shipped_or_given, weight_format
-from . import World
+from .base import World
 
 SYNTHETIC_HEAD = "synthetic-head"  # training.json's "truth" in folders built by tools/train_tiny_sd.py
 

@@ -11,7 +11,7 @@ from ..objective import Objective, PhotometricObjective
 from ..synthetic.janus import SUMMARY_KEYS, janus_report
 from ..synthetic.prior import SyntheticPrior
 from ..synthetic.variational import ExactVariational, small_unet
-from . import World
+from .base import World
 
 
 class SyntheticWorld(World):
