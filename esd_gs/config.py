@@ -99,6 +99,13 @@ class TrainConfig:
     variational: VariationalConfig = field(default_factory=VariationalConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    viewer: bool = False
+    """Serve the splats while they train (viser, needs esd-gs[viewer]): orbit in the browser, step, loss and
+    Gaussian count, a pause button. Ctrl-C still stops with a checkpoint."""
+    viewer_port: int = 8080
+    """The viewer's port (the next free one if taken; 0: any free one)."""
+    viewer_every: int = 10
+    """Send the viewer the current splats every N steps."""
 
 
 def _coerce(tp, value, where: str):
@@ -193,6 +200,9 @@ def validate(cfg: TrainConfig) -> None:
                         f"{cfg.log.turntable_frames}, {cfg.log.turntable_resolution})")
     if cfg.log.metrics_every < 1:
         raise UserError(f"log.metrics_every must be >= 1 (got {cfg.log.metrics_every})")
+    if not 0 <= cfg.viewer_port <= 65535 or cfg.viewer_every < 1:
+        raise UserError(f"--viewer-port must lie in 0..65535 and --viewer-every be >= 1 (got {cfg.viewer_port}, "
+                        f"{cfg.viewer_every})")
     if cfg.log.keep_checkpoints < 1:
         raise UserError(f"log.keep_checkpoints must be >= 1 (got {cfg.log.keep_checkpoints})")
     var = cfg.variational
@@ -241,7 +251,7 @@ BEFORE_ADDED = {"densify.grow_top": 0.0, "densify.prune_large": False}
 
 # what may differ when a run is resumed: its length, where things are, how it is logged
 RESUMABLE = ("steps", "resume", "overwrite", "preset", "output_dir", "run_name", "device", "model_path",
-             "render.backend", "log.")
+             "render.backend", "log.", "viewer", "viewer_port", "viewer_every")
 
 
 def flatten(data: dict, prefix: str = "") -> dict:

@@ -350,12 +350,21 @@ class Trainer:
                 received[0] = signum
                 stop.set()
             previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        viewer = None
         try:
+            viewer = self.start_viewer() if cfg.viewer else None
             with open(metrics_path, "a") as metrics:
                 pending, since = [], time.perf_counter()
                 while self.step < cfg.steps and not stop.is_set():
+                    if viewer:
+                        viewer.wait_while_paused(stop)
+                        if stop.is_set():
+                            break
                     pending.append(self.train_step())
                     bar.update(1)
+                    if viewer and (self.step % cfg.viewer_every == 0 or self.step >= cfg.steps):
+                        viewer.update(self.splats, f"step {self.step} of {cfg.steps} · loss "
+                                      f"{float(pending[-1]['loss']):.4g} · {len(self.splats['means']):,} Gaussians")
                     preview = cfg.log.preview_every and self.step % cfg.log.preview_every == 0
                     checkpoint = self.checkpoint_due()
                     if len(pending) >= cfg.log.metrics_every or preview or checkpoint or self.step >= cfg.steps:
@@ -378,6 +387,20 @@ class Trainer:
             raise Interrupted(f"interrupted at step {self.step} of {cfg.steps}; {kept}", received[0]) from None
         finally:
             bar.close()
+            if viewer:
+                viewer.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return self.finish()
+
+    def start_viewer(self):
+        """The live viewer of --viewer (viser), framed on the current splats; its address is printed."""
+        try:
+            from .viewer import Viewer
+            viewer = Viewer(self.splats, port=self.cfg.viewer_port, backend=self.cfg.render.backend, training=True)
+        except ImportError as e:
+            raise UserError(f"--viewer needs viser ({e.name} is missing): pip install 'esd-gs[viewer]'") from None
+        except OSError as e:
+            raise UserError(f"--viewer could not serve on port {self.cfg.viewer_port} ({e.strerror or e})") from None
+        tqdm.write(f"viewer on http://localhost:{viewer.port} (training pauses from its button)")
+        return viewer

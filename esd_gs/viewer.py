@@ -3,6 +3,10 @@
 As in nerfstudio's and gsplat's viewers, the browser does the orbit controls and we send back an image
 of the splats for its current camera (viser's camera frame is OpenCV's, like ours). A background
 thread re-renders for every client whose camera, image size or view settings changed.
+
+While training (`esd-gs train --viewer`) the trainer hands the viewer a copy of the splats every few steps
+(`update`), which re-renders every client's view and shows the step, loss and Gaussian count; a button
+pauses training between steps (`wait_while_paused`).
 """
 
 from __future__ import annotations
@@ -58,10 +62,11 @@ def framing_pose(means: Tensor, opacities: Tensor, fovy_rad: float, fill: float 
 
 
 class Viewer:
-    """Serves `splats` on http://host:port until `stop()`."""
+    """Serves `splats` on http://host:port until `stop()`; `training=True` adds the status line and the
+    pause button of a live view."""
 
     def __init__(self, splats, host: str = "127.0.0.1", port: int = 8080, max_resolution: int = 512,
-                 backend: str = "auto"):
+                 backend: str = "auto", training: bool = False):
         import viser
 
         self.splats, self.backend = splats, backend
@@ -76,8 +81,13 @@ class Viewer:
         gui = self.server.gui
         self.resolution = gui.add_slider("Max resolution", min=64, max=1024, step=32, initial_value=max_resolution)
         self.mode = gui.add_dropdown("Show", options=("rgb", "depth"), initial_value="rgb")
-        gui.add_markdown(f"{len(splats['means']):,} Gaussians")
+        self.status = gui.add_markdown(f"{len(splats['means']):,} Gaussians")
+        self.paused = threading.Event()
+        if training:
+            self.pause_button = gui.add_button("Pause training")
+            self.pause_button.on_click(lambda _: self._toggle_pause())
         self._sent: dict[int, tuple] = {}
+        self._version = 0  # of the splats shown: bumped by update()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -93,14 +103,34 @@ class Viewer:
                 scale = self.resolution.value / max(cam.image_width or 1, cam.image_height or 1, 1)
                 width = max(16, int((cam.image_width or self.resolution.value) * min(scale, 1.0)))
                 height = max(16, int(width / max(cam.aspect, 1e-3)))
-                key = (tuple(cam.wxyz), tuple(cam.position), cam.fov, width, height, self.mode.value)
+                version, splats = self._version, self.splats  # in this order: update() sets them in reverse
+                key = (tuple(cam.wxyz), tuple(cam.position), cam.fov, width, height, self.mode.value, version)
                 if self._sent.get(client_id) == key:
                     continue
                 cams = camera_from_pose(cam.wxyz, cam.position, cam.fov, width, height)
-                image = render_image(self.splats, cams, self.mode.value, backend=self.backend)
+                image = render_image(splats, cams, self.mode.value, backend=self.backend)
                 client.scene.set_background_image(image, format="jpeg")
                 self._sent[client_id] = key
             self._stop.wait(0.02)
+
+    def update(self, splats, status: str) -> None:
+        """Show a copy of these splats (training goes on changing the originals) and this status line."""
+        self.splats = {k: v.detach().clone() for k, v in splats.items()}
+        self._version += 1  # every client's view is stale
+        self.status.content = status
+
+    def _toggle_pause(self) -> None:
+        if self.paused.is_set():
+            self.paused.clear()
+            self.pause_button.label = "Pause training"
+        else:
+            self.paused.set()
+            self.pause_button.label = "Resume training"
+
+    def wait_while_paused(self, stop: threading.Event) -> None:
+        """Blocks while the pause button is down, unless `stop` is set (Ctrl-C stops a paused run too)."""
+        while self.paused.is_set() and not stop.is_set():
+            stop.wait(0.1)
 
     def stop(self) -> None:
         self._stop.set()

@@ -3,6 +3,7 @@
 import json
 import math
 import socket
+import time
 import urllib.request
 
 import imageio.v3 as iio
@@ -354,3 +355,62 @@ def test_inception_of_a_ply_matches_torchvision_by_hand(blob_ply, tmp_path):
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
     assert_clean_error(cli("inception", blob_ply, "--weights", tmp_path / "other.pth"),
                        "is not an Inception-v3 state dict")
+
+
+def test_train_viewer_sends_live_updates_and_pauses(tmp_path):
+    """`train --viewer`: a client that connects while the run trains receives the status of each update and a
+    fresh render of its view; the pause button holds training between steps until pressed again or stopped."""
+    import threading
+
+    from esd_gs.train import Trainer
+    from viser_client import ViserClient
+
+    from conftest import tiny_synthetic
+
+    port = _free_port()
+    trainer = Trainer(tiny_synthetic(tmp_path, run_name="live", steps=30, viewer=True, viewer_port=port,
+                                     viewer_every=5))
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(trainer.train()))
+    thread.start()
+    client = ViserClient(port)
+    try:
+        thread.join(timeout=300)
+        time.sleep(0.5)
+    finally:
+        client.close()
+    assert result["steps"] == 30
+    statuses = [m["updates"]["_markdown"] for m in client.of_type("GuiUpdateMessage")
+                if m["updates"].get("_markdown", "").startswith("step ")]
+    steps = [int(s.split()[1]) for s in statuses]
+    assert steps == sorted(steps) and len(steps) >= 3 and steps[-1] >= 25, statuses  # the last may not flush
+    assert all(" of 30 · loss " in s and s.endswith(" Gaussians") for s in statuses), statuses
+    images = client.of_type("BackgroundImageMessage")
+    assert len(images) >= 2 and images[-1]["rgb_data"][:2] == b"\xff\xd8"  # re-rendered, as JPEG
+    assert any(m["props"]["label"] == "Pause training" for m in client.of_type("GuiButtonMessage"))
+
+
+def test_viewer_pause_holds_until_resumed_or_stopped():
+    import threading
+
+    from esd_gs.viewer import Viewer
+
+    viewer = Viewer(colored_blob_scene(), port=_free_port(), training=True)
+    try:
+        stop, released = threading.Event(), threading.Event()
+        viewer._toggle_pause()
+        assert viewer.pause_button.label == "Resume training"
+        waiter = threading.Thread(target=lambda: (viewer.wait_while_paused(stop), released.set()))
+        waiter.start()
+        assert not released.wait(0.5)  # held
+        viewer._toggle_pause()
+        assert released.wait(2.0)  # resumed
+        viewer._toggle_pause()
+        released.clear()
+        waiter = threading.Thread(target=lambda: (viewer.wait_while_paused(stop), released.set()))
+        waiter.start()
+        assert not released.wait(0.3)
+        stop.set()  # Ctrl-C while paused
+        assert released.wait(2.0)
+    finally:
+        viewer.stop()
