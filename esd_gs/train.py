@@ -298,8 +298,10 @@ class Trainer:
         save_png(self.run_dir / "previews" / f"step_{self.step:06d}.png", grid(views, upscale=max(1, 128 // res)))
 
     def finish(self) -> dict:
+        """The final checkpoint, preview, turntable and the world's report, then splats.ply: written last,
+        it marks the run finished (esd-gs batch reuses runs that have one), so a run killed in here is
+        finished again by --resume."""
         self.save_checkpoint()
-        write_ply(self.run_dir / "splats.ply", self.splats)
         self.save_preview()
         log = self.cfg.log
         if log.turntable_frames:
@@ -308,8 +310,10 @@ class Trainer:
                                             radius=radius, fovy_deg=fovy, backend=self.cfg.render.backend, depth=False)
             save_video(self.run_dir / "turntable.gif", frames)
             save_video(self.run_dir / "turntable.mp4", frames)
+        report = self.world.evaluate(self.splats, self.run_dir)
+        write_ply(self.run_dir / "splats.ply", self.splats)
         return {"run_dir": str(self.run_dir), "steps": self.step, "skipped_steps": self.skipped_steps,
-                "n_gaussians": len(self.splats["means"]), **self.world.evaluate(self.splats, self.run_dir)}
+                "n_gaussians": len(self.splats["means"]), **report}
 
     def _trim_metrics(self) -> Path:
         """Keeps the metric lines of steps already in the checkpoint (a killed run may have written more)."""

@@ -466,3 +466,23 @@ def test_a_full_photo_cache_only_costs_time(full_disk, monkeypatch):
     with pytest.warns(UserWarning, match="could not cache the photo set"):
         photos = cached_photos(*photo_angles(cfg), cfg)
     assert photos.shape == (4, 16, 16, 3) and not list((full_disk.path / "cache").iterdir())
+
+
+def test_a_run_killed_while_finishing_is_not_done_and_resume_finishes_it(tmp_path):
+    """splats.ply is written last: a run stopped while writing its report (janus.json) is resumable for
+    `esd-gs batch`, not done, and --resume completes the report without training again."""
+    from esd_gs.batch import run_state
+
+    trainer = Trainer(quick(tmp_path, steps=10))
+
+    def killed(splats, run_dir):
+        raise KeyboardInterrupt
+
+    trainer.world.evaluate = killed
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    run_dir = tmp_path / "r"
+    assert not (run_dir / "janus.json").exists() and run_state(run_dir) == "resumable"
+    result = Trainer(quick(tmp_path, steps=10, resume=True)).train()
+    assert result["steps"] == 10 and steps_of(run_dir) == list(range(1, 11))
+    assert (run_dir / "janus.json").is_file() and run_state(run_dir) == "done"
