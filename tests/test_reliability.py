@@ -1,5 +1,6 @@
 """Reliability, second pass (issue 14): each case failed before its fix."""
 
+import gc
 import json
 import os
 import re
@@ -153,7 +154,7 @@ def test_full_disk_mid_training_is_one_line_and_keeps_the_checkpoint_before(full
     assert torch.load(full_disk.path / "r" / "checkpoints" / ckpts[0], weights_only=True)["step"] == 5
 
 
-def test_full_disk_never_leaves_an_empty_mesh_or_video(full_disk, blob_ply):
+def test_full_disk_never_leaves_an_empty_mesh_or_video(full_disk, blob_ply, monkeypatch):
     """export --mesh and render --format mp4 on a full disk: one line, exit 2, and the file that was there
     before (a good mesh) is unchanged; open3d's writer reported success on a full disk until 2026-11-29."""
     mesh = full_disk.path / "m.obj"
@@ -168,6 +169,16 @@ def test_full_disk_never_leaves_an_empty_mesh_or_video(full_disk, blob_ply):
             full_disk.path / "t.mp4")
     assert_clean_error(r, "cannot write")
     assert not (full_disk.path / "t.mp4").exists()
+    # GIF and PNG frames: one line too, and no "Exception ignored in PluginV3.__del__" traceback when imageio's
+    # plugin is collected (it held the file and failed to close it again)
+    ignored = []
+    monkeypatch.setattr(sys, "unraisablehook", ignored.append)
+    for fmt in ("gif", "png"):
+        r = cli("render", blob_ply, "--frames", "24", "--resolution", "64", "--format", fmt, "--output",
+                full_disk.path / f"t.{fmt}")
+        assert_clean_error(r, "cannot write")
+        gc.collect()
+    assert not ignored, [str(u.exc_value) for u in ignored]
 
 
 # 4 ------------------------------------------------------------------------------------------------

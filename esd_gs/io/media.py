@@ -31,9 +31,16 @@ def grid(images: Tensor, cols: int | None = None, upscale: int = 1) -> Tensor:
     return images.permute(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
 
 
-def save_png(path: str | os.PathLike, image: Tensor) -> None:
+def write_encoded(path: str | os.PathLike, data: np.ndarray, extension: str, **kwargs) -> None:
+    """Encodes in memory, then writes the bytes atomically: a failed write (a full disk) is then ours to
+    report, not a file imageio's plugin still holds and fails to close again when collected."""
+    encoded = iio.imwrite("<bytes>", data, extension=extension, **kwargs)
     with atomic_path(path) as tmp:
-        iio.imwrite(tmp, to_uint8(image), extension=".png")
+        tmp.write_bytes(encoded)
+
+
+def save_png(path: str | os.PathLike, image: Tensor) -> None:
+    write_encoded(path, to_uint8(image), ".png")
 
 
 def ffmpeg_available() -> bool:
@@ -51,8 +58,7 @@ def save_video(path: str | os.PathLike, frames: Tensor, fps: int = 15) -> bool:
     A failed write (a full disk) is a UserError naming the file; the file that was there stays."""
     data = to_uint8(frames)
     if str(path).lower().endswith(".gif"):
-        with atomic_path(path) as tmp:
-            iio.imwrite(tmp, data, extension=".gif", duration=int(1000 / fps), loop=0)
+        write_encoded(path, data, ".gif", duration=int(1000 / fps), loop=0)
         return True
     if not ffmpeg_available():
         warnings.warn(f"skipped {path}: no usable ffmpeg (pip install imageio-ffmpeg)")
