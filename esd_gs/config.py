@@ -200,6 +200,12 @@ def validate(cfg: TrainConfig) -> None:
                         f"{cfg.log.turntable_frames}, {cfg.log.turntable_resolution})")
     if cfg.log.metrics_every < 1:
         raise UserError(f"log.metrics_every must be >= 1 (got {cfg.log.metrics_every})")
+    if cfg.prior.perp_neg and not cfg.prior.view_dependent_prompt:
+        raise UserError("--prior.perp-neg works on the view prompts: add --prior.view-dependent-prompt")
+    if cfg.prior.grad_clip_final is not None and (cfg.prior.grad_clip is None or min(cfg.prior.grad_clip,
+                                                                                     cfg.prior.grad_clip_final) <= 0):
+        raise UserError("--prior.grad-clip-final ramps the clip from --prior.grad-clip: give both, positive (got "
+                        f"{cfg.prior.grad_clip}, {cfg.prior.grad_clip_final})")
     if not 0 <= cfg.viewer_port <= 65535 or cfg.viewer_every < 1:
         raise UserError(f"--viewer-port must lie in 0..65535 and --viewer-every be >= 1 (got {cfg.viewer_port}, "
                         f"{cfg.viewer_every})")

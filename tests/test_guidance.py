@@ -343,3 +343,101 @@ def test_variational_train_steps_are_one_batched_forward(prior):
     hook.remove()
     assert calls == [6] and steps == [1]
     assert loss.item() == pytest.approx(expected, rel=1e-5) and True in drops and False in drops
+
+
+# Perp-Neg and score debiasing (issue 25) -----------------------------------------------------------------
+def test_perp_neg_prompts_follow_threestudios_interpolation_and_weights():
+    from esd_gs.guidance.perp_neg import CONDITIONS, perp_neg_prompts
+
+    def f(a, b, c, r):
+        return a * math.exp(-b * r) + c
+
+    k = {name: CONDITIONS.index(name) for name in ("front", "side", "back", "overhead", "uncond")}
+    p = perp_neg_prompts(torch.tensor([0.0, 45.0, -90.0, 135.0, 180.0, 30.0]),
+                         torch.tensor([10.0, 10.0, 0.0, 20.0, 10.0, 70.0]))
+    # positives: front; half front half side; side; half side half back; back; overhead
+    expected_pos = [{"front": 1}, {"front": 0.5, "side": 0.5}, {"side": 1}, {"side": 0.5, "back": 0.5}, {"back": 1},
+                    {"overhead": 1}]
+    for row, want in zip(p.positive, expected_pos):
+        assert torch.allclose(row, torch.tensor([want.get(c, 0.0) for c in CONDITIONS]), atol=1e-6), (row, want)
+    # negatives: front views push away from (front, side); back views (|az| >= 90, as threestudio's strict
+    # |az| < 90 for the front half) from (side, front); overhead none
+    assert [int(n.argmax()) for n in p.negatives[0]] == [k["front"], k["side"]]
+    assert [int(n.argmax()) for n in p.negatives[3]] == [k["side"], k["front"]]
+    assert [int(n.argmax()) for n in p.negatives[5]] == [k["uncond"], k["uncond"]]
+    want = [[-f(4, .5, -2.426, 1.0), -f(4, .5, -2.426, 0.0)], [-f(4, .5, -2.426, .5), -f(4, .5, -2.426, .5)],
+            [-f(1, .5, -.606, 1.0), -f(1, .5, .967, 1.0)], [-f(1, .5, -.606, .5), -f(1, .5, .967, .5)],
+            [-f(1, .5, -.606, 0.0), -f(1, .5, .967, 0.0)], [0.0, 0.0]]
+    assert torch.allclose(p.weights, torch.tensor(want), atol=1e-6)
+    assert abs(p.weights[0, 0]) < 1e-3  # a view at the front has no negative for its own prompt
+
+
+def test_perp_neg_eps_matches_a_hand_computation():
+    """With a prior linear in its conditioning (eps = conds @ E), the combined direction is worked out by
+    hand: e_pos = eps_pos - eps_u, each negative's part orthogonal to e_pos, weighted and added."""
+    from esd_gs.guidance.perp_neg import CONDITIONS, PerpNegPrompts, perp_neg_eps
+
+    g = torch.Generator().manual_seed(0)
+    E = torch.randn(len(CONDITIONS), 2, 3, 3, generator=g, dtype=torch.float64)
+
+    class LinearPrior:
+        def eps_for(self, x_t, t, conds):
+            return torch.einsum("rk,kchw->rchw", conds.double(), E)
+
+    B, scale = 2, 7.5
+    pos = torch.softmax(torch.randn(B, len(CONDITIONS), generator=g, dtype=torch.float64), dim=1)
+    negs = torch.eye(len(CONDITIONS), dtype=torch.float64)[torch.tensor([[2, 3], [3, 4]])]
+    weights = torch.tensor([[-1.5, -0.3], [-0.4, -2.0]], dtype=torch.float64)
+    got = perp_neg_eps(LinearPrior(), torch.zeros(B, 2, 3, 3, dtype=torch.float64), torch.zeros(B, dtype=torch.long),
+                       PerpNegPrompts(pos, negs, weights), scale)
+    for b in range(B):
+        u = E[0].flatten()
+        e_pos = (pos[b] @ E.flatten(1)) - u
+        total = e_pos.clone()
+        for i in range(2):
+            d = E[int(negs[b, i].argmax())].flatten() - u
+            perp = d - (d @ e_pos) / (e_pos @ e_pos) * e_pos
+            assert abs(float(perp @ e_pos)) < 1e-9  # orthogonal to the positive direction
+            total += weights[b, i] * perp
+        assert torch.allclose(got[b].flatten(), u + scale * total, atol=1e-10)
+
+
+def test_sd_prior_mixes_text_embeddings_for_perp_neg(prior):
+    """eps_for with a mixed conditioning row is the UNet on the mixed text embedding; a one-hot row is that
+    prompt exactly (so guided_eps through it is unchanged)."""
+    from esd_gs.guidance.perp_neg import CONDITIONS
+
+    latents, noise, t, _ = inputs(prior)
+    x_t = prior.scheduler.add_noise(latents, noise, t)
+    conds = torch.zeros(2, len(CONDITIONS))
+    conds[0, CONDITIONS.index("front")], conds[0, CONDITIONS.index("side")] = 0.25, 0.75
+    conds[1, CONDITIONS.index("back")] = 1.0
+    text = torch.stack([0.25 * prior.cond["front"][0] + 0.75 * prior.cond["side"][0], prior.cond["back"][0]])
+    with torch.no_grad():
+        direct = prior.unet(x_t, t, encoder_hidden_states=text).sample
+    assert torch.allclose(prior.eps_for(x_t, t, conds), direct, atol=1e-6)
+    uncond = prior.unet(x_t, t, encoder_hidden_states=prior.uncond.expand(2, -1, -1)).sample.detach()
+    assert torch.allclose(prior.guided_eps(x_t, t, ["front", "back"], 7.5),
+                          uncond + 7.5 * (prior.eps_for(x_t, t, torch.eye(len(CONDITIONS))[[2, 4]]) - uncond),
+                          atol=1e-4)  # batches of 4 and 2 round differently, times the scale
+
+
+def test_score_debiasing_clip_grows_linearly_and_clamps_the_gradient(monkeypatch, tmp_path):
+    """Debiased-SDS: |grad| <= c(step) element-wise, c growing linearly from grad_clip (first step) to
+    grad_clip_final (last step); checked through the objective's logged gradient norm."""
+    from esd_gs.guidance import distill
+    from esd_gs.worlds import make_world
+
+    from conftest import tiny_synthetic
+
+    cfg = tiny_synthetic(tmp_path, guidance="sds", steps=101)
+    cfg.prior.grad_clip, cfg.prior.grad_clip_final = 0.5, 2.0
+    objective = make_world(cfg, torch.device("cpu")).objective()
+    assert [distill.clip_threshold(s, 101, cfg.prior) for s in (0, 50, 100)] == [0.5, 1.25, 2.0]
+    views = objective.views(0, torch.Generator().manual_seed(0))
+    rgb = torch.rand(len(views.cameras), cfg.render.resolution, cfg.render.resolution, 3)
+    raw = torch.linspace(-3.0, 3.0, objective.prior.encode(rgb).numel()).reshape(objective.prior.encode(rgb).shape)
+    monkeypatch.setattr(distill, "distillation_grad", lambda *a, **k: raw.clone())
+    for step, c in ((0, 0.5), (50, 1.25), (100, 2.0)):
+        logged = objective.loss(rgb, views, step).logs["grad_norm"]
+        assert torch.allclose(logged, raw.clamp(-c, c).norm() / len(rgb)), (step, c)

@@ -149,3 +149,28 @@ def test_refit_trains_only_the_network_and_starts_from_gap_reports_views():
     again.variational.unet.load_state_dict(initial)
     assert list(refit(again.prior, again.variational, splats, cfg.synthetic, steps=2, batch=2, reports=2,
                       views=2, draws=1)) == entries
+
+
+def test_synthetic_prior_mixes_view_weightings_and_perp_neg_trains(tmp_path):
+    """In the synthetic world a view prompt is a photo weighting: a Perp-Neg mix of view prompts is the same
+    mix of log-weights, and `--prior.perp-neg` trains end to end with every rule; it needs view prompts."""
+    from esd_gs.guidance.perp_neg import CONDITIONS
+    from esd_gs.synthetic.prior import SyntheticPrior, ideal_eps
+
+    from conftest import assert_clean_error, cli
+
+    prior = SyntheticPrior(SyntheticConfig(num_images=40))
+    g = torch.Generator().manual_seed(0)
+    x_t, t = torch.randn(2, 3, 32, 32, generator=g), torch.tensor([600, 300])
+    conds = torch.zeros(2, len(CONDITIONS))
+    conds[0, CONDITIONS.index("front")], conds[0, CONDITIONS.index("side")] = 0.3, 0.7
+    conds[1, CONDITIONS.index("uncond")] = 1.0
+    mixed = torch.stack([0.3 * prior.view_log_weights("front") + 0.7 * prior.view_log_weights("side"),
+                         torch.zeros(40)])
+    assert torch.allclose(prior.eps_for(x_t, t, conds), ideal_eps(x_t, t, prior.images, mixed, prior.scheduler))
+    common = ["--preset", "demo", "--steps", "3", "--output-dir", tmp_path, "--log.turntable-frames", "0",
+              "--log.preview-every", "0", "--synthetic.num-images", "40", "--prior.perp-neg"]
+    r = cli("train", *common, "--prior.view-dependent-prompt", "--guidance", "esd", "--lam", "1", "--run-name", "pn")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert_clean_error(cli("train", *common), "--prior.perp-neg")  # the demo has no view prompts
+    assert_clean_error(cli("train", *common[:-1], "--prior.grad-clip-final", "2"), "--prior.grad-clip")

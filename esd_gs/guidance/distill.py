@@ -21,6 +21,7 @@ from ..cameras import CameraConfig, Cameras, sample_orbit, view_direction
 from ..objective import Background, StepLoss, Views, sample_backgrounds
 from ..render import render_frames
 from ..timing import SectionTimer
+from .perp_neg import PerpNegPrompts, perp_neg_eps, perp_neg_prompts
 from .prior import Prior, alphabar
 from .variational import Variational
 
@@ -42,8 +43,22 @@ class GuidanceConfig:
     """View prompts: |azimuth| below this is 'front view' (ProlificDreamer uses 30)."""
     back_deg: float = 45.0
     """View prompts: |azimuth| above 180 minus this is 'back view' (ProlificDreamer uses 30)."""
+    perp_neg: bool = False
+    """Perp-Neg (Armandpour et al. 2023) on the view prompts, as threestudio's use_perp_neg: the positive prompt
+    interpolated by azimuth, the other views' prompts as negatives taken perpendicular to it (needs
+    view_dependent_prompt; 4 prior evaluations a view instead of 2)."""
     grad_clip: float | None = None
-    """Clip |grad| element-wise to this value (None: no clipping)."""
+    """Clip the gradient w(t) (eps_prior - eps_q) element-wise to this value (None: no clipping)."""
+    grad_clip_final: float | None = None
+    """Debiased-SDS's score debiasing (Hong et al. 2023; threestudio's grad_clip=[0, 0.5, 2.0, 10000]): the
+    clip threshold grows linearly from grad_clip at the first step to this value at the last."""
+
+
+def clip_threshold(step: int, total_steps: int, cfg: GuidanceConfig) -> float | None:
+    """The gradient clip at this step: constant, or growing linearly to grad_clip_final (score debiasing)."""
+    if cfg.grad_clip is None or cfg.grad_clip_final is None:
+        return cfg.grad_clip
+    return cfg.grad_clip + (cfg.grad_clip_final - cfg.grad_clip) * step / max(total_steps - 1, 1)
 
 
 def timestep_bounds(step: int, total_steps: int, cfg: GuidanceConfig) -> tuple[float, float]:
@@ -73,13 +88,17 @@ def distillation_loss(latents: Tensor, grad: Tensor) -> Tensor:
 
 
 def distillation_grad(prior: Prior, variational: Variational | None, rule: Rule, lam: float, latents: Tensor,
-                      t: Tensor, noise: Tensor, cam16: Tensor, directions: list[str] | None, scale: float,
-                      timer: SectionTimer | None = None) -> Tensor:
-    """w(t) (eps_prior_cfg(x_t) - eps_q) for latents noised to t with `noise` (no autograd)."""
+                      t: Tensor, noise: Tensor, cam16: Tensor, prompts: list[str] | PerpNegPrompts | None,
+                      scale: float, timer: SectionTimer | None = None) -> Tensor:
+    """w(t) (eps_prior_cfg(x_t) - eps_q) for latents noised to t with `noise` (no autograd). `prompts`: None
+    (the plain prompt), a view direction per row, or Perp-Neg's conditionings."""
     timer = timer or SectionTimer()
     x_t = prior.scheduler.add_noise(latents.detach(), noise, t)
     with timer("prior"):
-        eps_prior = prior.guided_eps(x_t, t, directions, scale)
+        if isinstance(prompts, PerpNegPrompts):
+            eps_prior = perp_neg_eps(prior, x_t, t, prompts, scale)
+        else:
+            eps_prior = prior.guided_eps(x_t, t, prompts, scale)
     with timer("variational"):
         eps_q = esd_eps_q(rule, lam, noise, variational, x_t, t, cam16)
     return (1 - alphabar(prior.scheduler, t, latents)) * (eps_prior - eps_q)
@@ -103,9 +122,12 @@ class DistillationObjective:
         cams = sample_orbit(self.cameras, self.batch_size, self.resolution, generator)
         return Views(cams, sample_backgrounds(self.background, self.batch_size, generator))
 
-    def directions(self, cams: Cameras) -> list[str] | None:
+    def prompts(self, cams: Cameras) -> list[str] | PerpNegPrompts | None:
+        """What the prior is conditioned on for these views (distillation_grad's `prompts`)."""
         if not self.cfg.view_dependent_prompt:
             return None
+        if self.cfg.perp_neg:
+            return perp_neg_prompts(cams.azimuth_deg, cams.elevation_deg)
         return view_direction(cams.azimuth_deg, cams.elevation_deg, self.cfg.front_deg, self.cfg.back_deg)
 
     def loss(self, rgb: Tensor, views: Views, step: int) -> StepLoss:
@@ -118,9 +140,10 @@ class DistillationObjective:
         noise = torch.randn_like(latents)
         cam16 = views.cameras.camera_embedding_input().to(latents.device)
         grad = distillation_grad(prior, self.variational, self.rule, self.lam, latents, t, noise, cam16,
-                                 self.directions(views.cameras), self.scale, self.timer)
-        if self.cfg.grad_clip is not None:
-            grad = grad.clamp(-self.cfg.grad_clip, self.cfg.grad_clip)
+                                 self.prompts(views.cameras), self.scale, self.timer)
+        clip = clip_threshold(step, self.total_steps, self.cfg)
+        if clip is not None:
+            grad = grad.clamp(-clip, clip)
         logs = {"t": t.float().mean(), "grad_norm": grad.norm() / B}  # read later, with other steps' logs
         return StepLoss(distillation_loss(latents, grad), logs, latents.detach())
 

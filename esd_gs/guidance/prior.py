@@ -2,7 +2,8 @@
 
 A prior turns rendered RGB into its latent space (`encode`), owns the DDPM noise schedule (`scheduler`)
 and predicts classifier-free-guided noise for the prompt it was built with (`guided_eps`), optionally
-with a view-dependent suffix per row ("front" / "side" / "back" / "overhead"). Two priors implement it:
+with a view-dependent suffix per row ("front" / "side" / "back" / "overhead"), or unguided noise for any
+mix of those conditionings (`eps_for`, which Perp-Neg combines: guidance/perp_neg.py). Two priors implement it:
 Stable Diffusion (guidance/stable_diffusion.py) and the synthetic world's exact one (synthetic/prior.py).
 """
 
@@ -27,6 +28,9 @@ class Prior(Protocol):
 
     def guided_eps(self, x_t: Tensor, t: Tensor, directions: list[str] | None, scale: float) -> Tensor:
         """uncond + scale * (cond - uncond) as float32, without autograd."""
+
+    def eps_for(self, x_t: Tensor, t: Tensor, conds: Tensor) -> Tensor:
+        """Noise predictions (float32, no autograd) for conditioning weights [R, len(perp_neg.CONDITIONS)]."""
 
 
 def to_model_images(rgb: Tensor, resolution: int) -> Tensor:

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..weights import WEIGHT_PARTS, resolve_model, weight_format
+from .perp_neg import CONDITIONS, one_hot
 from .prior import eps_from_prediction, to_model_images
 
 DEFAULT_MODEL = "sd21-base"  # an alias: the ids weights.MODEL_ALIASES lists for SD 2.1-base
@@ -97,16 +98,24 @@ class StableDiffusionPrior:
         x = to_model_images(rgb, self.resolution).to(self.dtype)
         return self.vae.encode(x).latent_dist.mean.float() * self.vae.config.scaling_factor
 
+    def embeddings(self, conds: Tensor) -> Tensor:
+        """Text embeddings [R,L,D] for conditioning weights [R, len(CONDITIONS)] (a one-hot row selects one
+        prompt exactly; Perp-Neg mixes view prompts)."""
+        table = torch.stack([self.uncond[0], *(self.cond[c][0] for c in CONDITIONS[1:])])
+        return torch.einsum("rk,kld->rld", conds.to(table), table)
+
     @torch.no_grad()
-    def guided_eps(self, x_t: Tensor, t: Tensor, directions: list[str] | None, scale: float) -> Tensor:
-        B = len(x_t)
-        cond = torch.cat([self.cond[None if directions is None else d] for d in (directions or [None] * B)])
-        text = torch.cat([self.uncond.expand(B, -1, -1), cond])
-        x2, t2 = torch.cat([x_t, x_t]), torch.cat([t, t])
+    def eps_for(self, x_t: Tensor, t: Tensor, conds: Tensor) -> Tensor:
+        """The plain prior's noise prediction (float32) for each row's conditioning, in one UNet call."""
         extra = {}
         if self.unet.class_embedding is not None:  # a variational net attached its camera embedding
-            extra["class_labels"] = self.unet.class_embedding.labels(None, 2 * B, prior_rows=True)
+            extra["class_labels"] = self.unet.class_embedding.labels(None, len(x_t), prior_rows=True)
         with adapters_disabled(self.unet):
-            pred = self.unet(x2.to(self.dtype), t2, encoder_hidden_states=text, **extra).sample
-        eps_uncond, eps_cond = eps_from_prediction(pred, x2, t2, self.scheduler).chunk(2)
+            pred = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=self.embeddings(conds), **extra).sample
+        return eps_from_prediction(pred, x_t, t, self.scheduler)
+
+    def guided_eps(self, x_t: Tensor, t: Tensor, directions: list[str] | None, scale: float) -> Tensor:
+        B = len(x_t)
+        conds = one_hot(["uncond"] * B + (directions or [None] * B))
+        eps_uncond, eps_cond = self.eps_for(torch.cat([x_t, x_t]), torch.cat([t, t]), conds).chunk(2)
         return eps_uncond + scale * (eps_cond - eps_uncond)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..guidance.perp_neg import CONDITIONS, one_hot
 from ..guidance.prior import alphabar, eps_from_x0, to_model_images
 from ..guidance.stable_diffusion import sd_scheduler
 from .config import SyntheticConfig
@@ -54,8 +55,15 @@ class SyntheticPrior:
     def view_log_weights(self, direction: str | None) -> Tensor:
         az = torch.deg2rad(self.azimuth_deg)
         k = self.cfg.view_kappa
-        return {None: torch.zeros_like(az), "overhead": torch.zeros_like(az), "front": k * torch.cos(az),
-                "back": -k * torch.cos(az), "side": k * torch.sin(az).abs()}[direction]
+        return {None: torch.zeros_like(az), "uncond": torch.zeros_like(az), "overhead": torch.zeros_like(az),
+                "front": k * torch.cos(az), "back": -k * torch.cos(az), "side": k * torch.sin(az).abs()}[direction]
+
+    @torch.no_grad()
+    def eps_for(self, x_t: Tensor, t: Tensor, conds: Tensor) -> Tensor:
+        """The exact noise prediction for each row's conditioning weights [R, len(CONDITIONS)]: a mix of view
+        prompts is the same mix of their photo log-weights."""
+        table = torch.stack([self.view_log_weights(c) for c in CONDITIONS]).to(x_t.device)
+        return ideal_eps(x_t, t, self.images.to(x_t.device), conds.to(table) @ table, self.scheduler)
 
     @torch.no_grad()
     def guided_eps(self, x_t: Tensor, t: Tensor, directions: list[str] | None, scale: float) -> Tensor:
@@ -63,6 +71,5 @@ class SyntheticPrior:
         eps_uncond = ideal_eps(x_t, t, images, torch.zeros(len(images), device=x_t.device), self.scheduler)
         if directions is None:  # "a head" weighs all photos alike: CFG changes nothing
             return eps_uncond
-        cond = torch.stack([self.view_log_weights(d) for d in directions]).to(x_t.device)
-        eps_cond = ideal_eps(x_t, t, images, cond, self.scheduler)
+        eps_cond = self.eps_for(x_t, t, one_hot(directions))
         return eps_uncond + scale * (eps_cond - eps_uncond)
