@@ -20,7 +20,9 @@ import contextlib
 import csv
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,8 +349,15 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
                disable=not progress, dynamic_ncols=True)
     counts = {"done": sum(r["status"] == "done" for r in rows.values()),
               "failed": sum(r["status"] == "failed" for r in rows.values())}
+    received, previous = [signal.SIGINT], None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM (a scheduler, `kill`) stops as Ctrl-C does
+        def on_term(signum, frame):
+            received[0] = signum
+            raise KeyboardInterrupt
+        previous = signal.signal(signal.SIGTERM, on_term)
+    waiting = list(refs)
     try:
-        waiting, shown = list(refs), None  # shown: the counts last printed
+        shown = None  # the counts last printed
         while waiting:
             finished, waiting = ray.wait(waiting, num_returns=1, timeout=2.0)
             for ref in finished:
@@ -379,8 +388,11 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
             rows[refs[ref].index] = row(refs[ref], "interrupted")
         write_index(batch_dir, list(rows.values()))
         raise Interrupted(f"batch stopped: {counts['done']} done, {counts['failed']} failed, {len(waiting)} "
-                          "interrupted (each keeps its last checkpoint); rerun the same command to continue") from None
+                          "interrupted (each keeps its last checkpoint); rerun the same command to continue",
+                          received[0]) from None
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         bar.close()
         if started_here:
             ray.shutdown()

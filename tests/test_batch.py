@@ -17,6 +17,9 @@ from esd_gs.errors import UserError
 
 from conftest import cli
 
+# local Ray instances share one worker under `make test`'s pytest-xdist (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group("ray")
+
 SMALL = ["--", "--gaussians.num-points", "300", "--log.turntable-frames", "8", "--log.turntable-resolution", "32",
          "--log.preview-every", "0"]
 
@@ -152,3 +155,33 @@ def test_cpu_stable_diffusion_jobs_ask_for_no_gpu(tmp_path):
                  {"preset": "demo"}], [], tmp_path)
     assert [job.error for job in jobs] == [None] * 4
     assert [job.gpu for job in jobs] == [False, True, False, False]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_batch_driver_in_one_line(tmp_path):
+    """SIGTERM (a scheduler's stop) ends the driver as Ctrl-C does: exit 143, one line, its jobs marked
+    interrupted in the index, no Ray stack dump."""
+    (tmp_path / "jobs.txt").write_text("a head\n")
+    out = tmp_path / "b"
+    exe = os.path.join(os.path.dirname(sys.executable), "esd-gs")
+    driver = subprocess.Popen([exe, "batch", str(tmp_path / "jobs.txt"), "--preset", "demo", "--steps", "2000",
+                               "--output-dir", str(out), "--num-cpus", "1", "--no-progress", *SMALL],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            index = out / "index.json"
+            if index.exists() and any(r["status"] == "submitted" for r in json.loads(index.read_text())):
+                break
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGTERM)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert driver.returncode == 143, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "batch stopped: 0 done, 0 failed, 1 interrupted" in lines[0], stderr
+    assert [r["status"] for r in json.loads((out / "index.json").read_text())] == ["interrupted"]
