@@ -37,6 +37,10 @@ with the camera also as a coarse spatial input, `--variational.camera-map`); and
 esd_lam0.5-exact, esd_lam1.0-exact with the exact estimator (fresh renders, Dirac camera branch). Each
 setting spells its network out in full, so the rows do not change when the demo preset's network does.
 
+Each row: the Janus rate and the rate of runs with no face at all (no view matches a front view: the
+outcome the janus flag does not count), view variety, the paper's iv / iq, the view error, and fidelity:
+match_rms over all seeds and over the consistent ones (one face, not Janus), PSNR to the truth at the
+same views (blank for rows run before those metrics existed).
 The runs go through `esd-gs batch`'s machinery (esd_gs/batch.py: one Ray task per run, one CPU thread
 each, on a local Ray instance or --address); finished runs are reused, so an interrupted benchmark
 continues. Outputs: docs/results/janus.json
