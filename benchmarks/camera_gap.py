@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Camera gap of finished synthetic-world runs with the learned variational network (issue 12):
+"""Camera gap of finished runs with a learned variational network (issue 12): synthetic-world runs, and
+Stable Diffusion runs whose model knows the synthetic head (tiny-sd: the LoRA on its UNet, in latent space;
+the exact estimator's bank holds encoded renders):
 |eps(camera) - eps(no camera)| / |eps_prior - eps(camera)| at t = 200, 500, 800 for the learned network and
 for the exact estimator on the same renders (esd_gs/synthetic/camera_gap.py).
 
@@ -27,7 +29,8 @@ from esd_gs.gaussians import splats_from_tensors
 from esd_gs.io.atomic import write_json
 from esd_gs.io.checkpoint import latest_checkpoint
 from esd_gs.synthetic.camera_gap import gap_report, refit
-from esd_gs.worlds.synthetic import SyntheticWorld
+from esd_gs.worlds import make_world
+from esd_gs.worlds.stable_diffusion import knows_synthetic_head
 
 
 @dataclass
@@ -58,12 +61,14 @@ def load_run(run: Path):
     data = saved_config(run)
     data.pop("preset", None)
     cfg = from_dict(TrainConfig, data)
-    if cfg.world != "synthetic" or cfg.guidance not in ("vsd", "esd") or cfg.synthetic.variational != "learned":
-        raise UserError(f"{run}: camera_gap needs a synthetic-world vsd/esd run with the learned network")
+    synthetic = cfg.world == "synthetic" and cfg.synthetic.variational == "learned"
+    if cfg.guidance not in ("vsd", "esd") or not (synthetic or knows_synthetic_head(cfg.model_path or "")):
+        raise UserError(f"{run}: camera_gap needs a vsd/esd run with a learned network, in the synthetic world "
+                        "or with a model of the synthetic head (tiny-sd)")
     ckpt = latest_checkpoint(run / "checkpoints")
     if ckpt is None:
         raise UserError(f"{run}: no readable checkpoint in {run / 'checkpoints'}")
-    objective = SyntheticWorld(cfg, pick_device("cpu")).objective()
+    objective = make_world(cfg, pick_device("cpu")).objective()
     objective.load_state_dict(ckpt["objective"])
     return cfg, objective, splats_from_tensors(ckpt["splats"]), ckpt["step"]
 
