@@ -88,6 +88,16 @@ def test_batch_on_a_local_ray_cluster(tmp_path):
         assert frames.std() > 10 and not np.all(frames == 220)
 
 
+def wait_for_a_row(batch_dir, status: str, timeout: float = 600) -> None:
+    """Until the batch's index has a row with this status (or the timeout)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        index = batch_dir / "index.json"
+        if index.exists() and any(r["status"] == status for r in json.loads(index.read_text())):
+            return
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_batch_driver_killed_then_rerun_finishes_without_redoing(tmp_path):
     (tmp_path / "jobs.txt").write_text("a head\n")
@@ -98,12 +108,7 @@ def test_batch_driver_killed_then_rerun_finishes_without_redoing(tmp_path):
     driver = subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     try:
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            index = out / "index.json"
-            if index.exists() and any(r["status"] == "done" for r in json.loads(index.read_text())):
-                break
-            time.sleep(0.2)
+        wait_for_a_row(out, "done")
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     finally:
@@ -168,12 +173,7 @@ def test_sigterm_stops_the_batch_driver_in_one_line(tmp_path):
                                "--output-dir", str(out), "--num-cpus", "1", "--no-progress", *SMALL],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            index = out / "index.json"
-            if index.exists() and any(r["status"] == "submitted" for r in json.loads(index.read_text())):
-                break
-            time.sleep(0.2)
+        wait_for_a_row(out, "submitted")
         driver.send_signal(signal.SIGTERM)
         _, stderr = driver.communicate(timeout=120)
     finally:
