@@ -23,6 +23,5 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/esd-gs train --preset demo
 
-# one worker per core (pytest-xdist); tests sharing a local Ray instance run on one worker (xdist_group)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup tests
+	$(BIN)/python -m pytest -q tests

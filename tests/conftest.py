@@ -13,12 +13,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# `make test` runs one pytest-xdist worker per core: each takes its share of the cores (and so do the
-# console scripts it starts), so that the workers do not fight over them
-THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
-os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
-os.environ.setdefault("NUMBA_NUM_THREADS", str(THREADS))  # read when numba is first imported, after this
-torch.set_num_threads(THREADS)
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @dataclass

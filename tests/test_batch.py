@@ -17,9 +17,6 @@ from esd_gs.errors import UserError
 
 from conftest import cli
 
-# local Ray instances share one worker under `make test`'s pytest-xdist (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("ray")
-
 SMALL = ["--", "--gaussians.num-points", "300", "--log.turntable-frames", "8", "--log.turntable-resolution", "32",
          "--log.preview-every", "0"]
 
@@ -182,6 +179,7 @@ def test_sigterm_stops_the_batch_driver_in_one_line(tmp_path):
         except ProcessLookupError:
             pass
     assert driver.returncode == 143, stderr
+    # Ray's own start-up notice (token authentication) may come first; ours is the last line, no traceback
     lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "batch stopped: 0 done, 0 failed, 1 interrupted" in lines[0], stderr
+    assert "batch stopped: 0 done, 0 failed, 1 interrupted" in lines[-1] and "Traceback" not in stderr, stderr
     assert [r["status"] for r in json.loads((out / "index.json").read_text())] == ["interrupted"]
