@@ -1,8 +1,8 @@
 """What `esd-gs train --viewer` costs: the demo preset's step time with the live viewer off, and on with a
 browser-like client connected (tests/viser_client.py: it reports a 512x512 view, so every update is
-re-rendered at the viewer's default resolution), on the same seed, alternating runs.
+re-rendered at the live viewer's resolution cap, 256), on the same seed, alternating runs.
 
-    python benchmarks/viewer_overhead.py --steps 120 --repeats 2
+    python benchmarks/viewer_overhead.py --steps 200 --repeats 1
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "tests"))
 class Args:
     steps: int = 120
     repeats: int = 2
-    viewer_every: int = 10
+    viewer_every: int = 50
     skip: int = 20
     """Steps left out of the mean (the first ones include start-up)."""
 

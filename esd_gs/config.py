@@ -104,8 +104,9 @@ class TrainConfig:
     Gaussian count, a pause button. Ctrl-C still stops with a checkpoint."""
     viewer_port: int = 8080
     """The viewer's port (the next free one if taken; 0: any free one)."""
-    viewer_every: int = 10
-    """Send the viewer the current splats every N steps."""
+    viewer_every: int = 50
+    """Send the viewer the current splats every N steps (each update re-renders every browser's view: on a CPU
+    a 256 px render costs a few steps' time)."""
 
 
 def _coerce(tp, value, where: str):

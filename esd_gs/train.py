@@ -401,7 +401,9 @@ class Trainer:
         """The live viewer of --viewer (viser), framed on the current splats; its address is printed."""
         try:
             from .viewer import Viewer
-            viewer = Viewer(self.splats, port=self.cfg.viewer_port, backend=self.cfg.render.backend, training=True)
+            # 256 px (the browser's slider goes higher): the renders share the machine with training
+            viewer = Viewer(self.splats, port=self.cfg.viewer_port, max_resolution=256, backend=self.cfg.render.backend,
+                            training=True)
         except ImportError as e:
             raise UserError(f"--viewer needs viser ({e.name} is missing): pip install 'esd-gs[viewer]'") from None
         except OSError as e:
