@@ -79,6 +79,10 @@ METHODS = {
     "photometric": ["--guidance", "photometric"],
     "sds-hardview": ["--guidance", "sds", "--prior.view-dependent-prompt", "--synthetic.view-kappa", "5"],
     "sds-viewprompts": ["--guidance", "sds", "--prior.view-dependent-prompt"],
+    # issue 25's baselines; Perp-Neg works on the view prompts (kappa 0.12 in the synthetic world)
+    "sds-perpneg": ["--guidance", "sds", "--prior.view-dependent-prompt", "--prior.perp-neg"],
+    "vsd-perpneg": ["--guidance", "vsd", "--prior.view-dependent-prompt", "--prior.perp-neg"],
+    "esd_lam1.0-perpneg": ["--guidance", "esd", "--lam", "1.0", "--prior.view-dependent-prompt", "--prior.perp-neg"],
 }
 NO_PROMPTS = ["--prior.no-view-dependent-prompt"]
 FAIR = ["--synthetic.front-share", "0.25", *NO_PROMPTS]
@@ -128,6 +132,8 @@ STRIP_FRAMES = 8
 @dataclass
 class Args:
     settings: list[str] = field(default_factory=lambda: list(SETTINGS))
+    methods: list[str] | None = None
+    """Run only these of each setting's methods; the setting's other rows in janus.json are kept."""
     seeds: int = 10
     first_seed: int = 0
     address: str | None = None
@@ -207,8 +213,12 @@ def table(results: dict) -> str:
 
 def main() -> None:
     args = tyro.cli(Args)
+    unknown = sorted(set(args.methods or []) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"unknown method {unknown[0]}; the methods: {', '.join(METHODS)}")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    jobs = [(s, m, seed) for seed in seeds for s in args.settings for m in SETTINGS[s][1]]
+    methods = {s: [m for m in SETTINGS[s][1] if args.methods is None or m in args.methods] for s in args.settings}
+    jobs = [(s, m, seed) for seed in seeds for s in args.settings for m in methods[s]]
     t0 = time.time()
     rows = run_batch([job(args, *j) for j in jobs], args.runs_dir, address=args.address)
     print(f"{len(jobs)} runs in {time.time() - t0:.0f} s (finished ones reused)", flush=True)
@@ -220,14 +230,16 @@ def main() -> None:
     path = args.results_dir / "janus.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     results = {s: v for s, v in results.items() if s in SETTINGS}
-    for s in args.settings:
-        results[s] = {m: {k: [] for k in METRICS} for m in SETTINGS[s][1]}
+    for s in args.settings:  # the setting's rows in SETTINGS order: the ones run now replace their old values
+        old = results.get(s, {})
+        results[s] = {m: {k: [] for k in METRICS} if m in methods[s] else old[m] for m in SETTINGS[s][1]
+                      if m in methods[s] or m in old}
     for (s, m, _), report in zip(jobs, reports):
         for k in [k for k in METRICS if k in report]:  # runs older than a metric lack it
             results[s][m][k].append(int(report[k]) if k == "janus" else report[k])
     path.write_text(json.dumps(results, indent=1) + "\n")
     for s in [s for s in args.settings if s in args.strips]:
-        for m in SETTINGS[s][1]:
+        for m in methods[s]:
             iio.imwrite(args.results_dir / f"strip_{s}_{m}.png", strip(args, s, m, seeds))
     text = table({s: results[s] for s in SETTINGS if s in results})
     write_table(args.results_dir.parent / "results.md", text)

@@ -441,3 +441,26 @@ def test_score_debiasing_clip_grows_linearly_and_clamps_the_gradient(monkeypatch
     for step, c in ((0, 0.5), (50, 1.25), (100, 2.0)):
         logged = objective.loss(rgb, views, step).logs["grad_norm"]
         assert torch.allclose(logged, raw.clamp(-c, c).norm() / len(rgb)), (step, c)
+
+
+def test_lam_final_takes_over_at_the_anneal_step(monkeypatch, tmp_path):
+    """ESD's lam schedule: lam before the prior's anneal step (where t_max drops), lam_final from it on; a run
+    without lam_final keeps lam. Checked on the lam the objective hands to the rule."""
+    from esd_gs.guidance import distill
+    from esd_gs.worlds import make_world
+
+    from conftest import tiny_synthetic
+
+    used = []
+    monkeypatch.setattr(distill, "distillation_grad", lambda prior, var, rule, lam, latents, *a, **k:
+                        used.append(lam) or torch.zeros_like(latents))
+    for lam_final, expected in ((0.25, [1.0, 1.0, 0.25, 0.25]), (None, [1.0] * 4)):
+        cfg = tiny_synthetic(tmp_path, guidance="esd", lam=1.0, lam_final=lam_final, steps=20)
+        cfg.prior.anneal_step = 10
+        objective = make_world(cfg, torch.device("cpu")).objective()
+        views = objective.views(0, torch.Generator().manual_seed(0))
+        rgb = torch.rand(len(views.cameras), cfg.render.resolution, cfg.render.resolution, 3)
+        used.clear()
+        for step in (0, 9, 10, 19):
+            objective.loss(rgb, views, step)
+        assert used == expected, (lam_final, used)

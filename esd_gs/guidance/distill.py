@@ -61,9 +61,13 @@ def clip_threshold(step: int, total_steps: int, cfg: GuidanceConfig) -> float | 
     return cfg.grad_clip + (cfg.grad_clip_final - cfg.grad_clip) * step / max(total_steps - 1, 1)
 
 
+def anneal_step(total_steps: int, cfg: GuidanceConfig) -> int:
+    """The step where the second stage begins (t_max drops; ESD's lam_final takes over)."""
+    return round(0.2 * total_steps) if cfg.anneal_step is None else cfg.anneal_step
+
+
 def timestep_bounds(step: int, total_steps: int, cfg: GuidanceConfig) -> tuple[float, float]:
-    anneal = round(0.2 * total_steps) if cfg.anneal_step is None else cfg.anneal_step
-    return cfg.t_min, (cfg.t_max if step < anneal else cfg.t_max_final)
+    return cfg.t_min, (cfg.t_max if step < anneal_step(total_steps, cfg) else cfg.t_max_final)
 
 
 def esd_eps_q(rule: Rule, lam: float, noise: Tensor, variational: Variational | None, x_t: Tensor, t: Tensor,
@@ -109,10 +113,11 @@ class DistillationObjective:
 
     def __init__(self, prior: Prior, variational: Variational | None, rule: Rule, lam: float, cfg: GuidanceConfig,
                  cameras: CameraConfig, resolution: int, batch_size: int, total_steps: int,
-                 background: Background = "random"):
+                 background: Background = "random", lam_final: float | None = None):
+        """lam_final: ESD's lam from the anneal step on (None: lam throughout)."""
         if rule != "sds" and variational is None:
             raise ValueError(f"the {rule} rule needs a variational estimator")
-        self.prior, self.variational, self.rule, self.lam = prior, variational, rule, lam
+        self.prior, self.variational, self.rule, self.lam, self.lam_final = prior, variational, rule, lam, lam_final
         self.cfg, self.cameras, self.resolution, self.batch_size = cfg, cameras, resolution, batch_size
         self.total_steps, self.background = total_steps, background
         self.scale = cfg.guidance_scale if cfg.guidance_scale is not None else (100.0 if rule == "sds" else 7.5)
@@ -139,7 +144,8 @@ class DistillationObjective:
         t = torch.randint(int(lo * T), int(hi * T) + 1, (B,), device=latents.device)
         noise = torch.randn_like(latents)
         cam16 = views.cameras.camera_embedding_input().to(latents.device)
-        grad = distillation_grad(prior, self.variational, self.rule, self.lam, latents, t, noise, cam16,
+        lam = self.lam if self.lam_final is None or step < anneal_step(self.total_steps, self.cfg) else self.lam_final
+        grad = distillation_grad(prior, self.variational, self.rule, lam, latents, t, noise, cam16,
                                  self.prompts(views.cameras), self.scale, self.timer)
         clip = clip_threshold(step, self.total_steps, self.cfg)
         if clip is not None:

@@ -28,7 +28,7 @@ class SyntheticWorld(World):
             variational = ExactVariational(syn, prior.scheduler) if syn.variational == "exact" else \
                 self.learned_variational(prior)
         return DistillationObjective(prior, variational, cfg.guidance, cfg.lam, cfg.prior, syn.camera_config(),
-                                     cfg.render.resolution, cfg.render.batch_size, cfg.steps, "white")
+                                     cfg.render.resolution, cfg.render.batch_size, cfg.steps, "white", cfg.lam_final)
 
     def learned_variational(self, prior: SyntheticPrior) -> UNetVariational:
         """The small UNet trained fully (no pretrained base, so no LoRA), with no text (one prompt)."""
