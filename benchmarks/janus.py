@@ -36,6 +36,9 @@ Methods: sds; vsd, esd_lam0.5, esd_lam1.0 with the learned variational network (
 with the camera also as a coarse spatial input, `--variational.camera-map`); and vsd-exact,
 esd_lam0.5-exact, esd_lam1.0-exact with the exact estimator (fresh renders, Dirac camera branch). Each
 setting spells its network out in full, so the rows do not change when the demo preset's network does.
+The baselines the ESD paper compares with (issue 25): sds-viewprompts (view prompts alone), sds-perpneg,
+vsd-perpneg, esd_lam1.0-perpneg (Perp-Neg on the view prompts) and debiased-sds (score debiasing, the clip
+growing 0.5 -> 2.0), in main-vpred-pins64 (the demo's network) and tinysd.
 
 Each row: the Janus rate and the rate of runs with no face at all (no view matches a front view: the
 outcome the janus flag does not count), view variety, the paper's iv / iq, the view error, and fidelity:
@@ -83,6 +86,8 @@ METHODS = {
     "sds-perpneg": ["--guidance", "sds", "--prior.view-dependent-prompt", "--prior.perp-neg"],
     "vsd-perpneg": ["--guidance", "vsd", "--prior.view-dependent-prompt", "--prior.perp-neg"],
     "esd_lam1.0-perpneg": ["--guidance", "esd", "--lam", "1.0", "--prior.view-dependent-prompt", "--prior.perp-neg"],
+    # threestudio's clip ramp, the best of three on tuning seeds 100-102 (benchmarks/baselines_tuning.yaml)
+    "debiased-sds": ["--guidance", "sds", "--prior.grad-clip", "0.5", "--prior.grad-clip-final", "2.0"],
 }
 NO_PROMPTS = ["--prior.no-view-dependent-prompt"]
 FAIR = ["--synthetic.front-share", "0.25", *NO_PROMPTS]
@@ -108,12 +113,14 @@ SD_CLASS_EMBEDDING = ["--variational.no-camera-map", "--variational.camera-frequ
 SD_PINS = ["--variational.camera-map", "--variational.camera-map-grid", "16", "--variational.camera-map-pins", "64",
            "--variational.camera-frequencies", "4"]
 VARIATIONAL = ["vsd", "esd_lam0.5", "esd_lam1.0"]
+BASELINES = ["sds", "sds-viewprompts", "sds-perpneg", "debiased-sds"]  # the ones without a variational network
 SETTINGS = {  # name: (flags, methods)
     "main": ([*FAIR, *CAMERA_MAP], LEARNED + EXACT),
     "main-nomap": ([*FAIR, *CLASS_EMBEDDING], ["vsd", "esd_lam1.0"]),
     "main-vpred": ([*FAIR, *v_camera_map(16)], VARIATIONAL),
     "main-vpred-map32": ([*FAIR, *v_camera_map(32)], VARIATIONAL),
-    "main-vpred-pins64": ([*FAIR, *v_camera_map(32, pins=64)], VARIATIONAL),
+    "main-vpred-pins64": ([*FAIR, *v_camera_map(32, pins=64)], [*BASELINES, *VARIATIONAL, "vsd-perpneg",
+                                                                 "esd_lam1.0-perpneg"]),
     "main-vpred-pins64-top20": ([*FAIR, *v_camera_map(32, pins=64), "--densify.grow-top", "0.2",
                                  "--densify.prune-large"], ["vsd", "esd_lam1.0"]),
     "main-exact1200": ([*FAIR, *EXACT_LONG], EXACT),
@@ -121,7 +128,7 @@ SETTINGS = {  # name: (flags, methods)
     "front0.7": (["--synthetic.front-share", "0.7", *NO_PROMPTS, *CLASS_EMBEDDING], LEARNED),
     "front0.7-viewprompts": (["--synthetic.front-share", "0.7", "--prior.view-dependent-prompt", *CLASS_EMBEDDING],
                              LEARNED),
-    "tinysd": ([*NO_PROMPTS, *SD_CLASS_EMBEDDING], ["sds", "sds-viewprompts", *VARIATIONAL]),
+    "tinysd": ([*NO_PROMPTS, *SD_CLASS_EMBEDDING], [*BASELINES, *VARIATIONAL, "vsd-perpneg", "esd_lam1.0-perpneg"]),
     "tinysd-pins64": ([*NO_PROMPTS, *SD_PINS], ["vsd", "esd_lam1.0"]),
 }
 PRESETS = {"tinysd": "tiny-sd", "tinysd-pins64": "tiny-sd"}  # the others: demo

@@ -95,7 +95,7 @@ def fuzz_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
-@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=2_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(data=st.data())
 def test_fuzzed_files_give_model_or_clear_error(fuzz_dir, data):
     base = (fuzz_dir / "base.ply").read_bytes()
