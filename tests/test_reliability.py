@@ -40,27 +40,27 @@ def quick(tmp_path, **kw):
 
 # 1 ------------------------------------------------------------------------------------------------
 def test_overwrite_then_killed_then_resume_ends_with_the_new_run(tmp_path, monkeypatch):
-    old = quick(tmp_path, steps=60)
+    old = quick(tmp_path, steps=40)
     old.log.preview_every = 7
-    Trainer(old).train()  # the old run: checkpoints 50, 60; previews 7, 14, ..., 56, 60
-    new = quick(tmp_path, steps=60, overwrite=True, lam=0.1, guidance="esd")
+    Trainer(old).train()  # the old run: checkpoints 30, 40; previews 7, 14, ..., 35, 40
+    new = quick(tmp_path, steps=40, overwrite=True, lam=0.1, guidance="esd")
     new.log.preview_every = 10
     killed = Trainer(new)
-    monkeypatch.setattr(killed, "finish", lambda: None)  # a kill at step 35: no final checkpoint, no PLY
-    killed.cfg.steps = 35
+    monkeypatch.setattr(killed, "finish", lambda: None)  # a kill at step 25: no final checkpoint, no PLY
+    killed.cfg.steps = 25
     killed.train()
-    assert checkpoints(tmp_path / "r") == ["step_0000020.pt", "step_0000030.pt"]
+    assert checkpoints(tmp_path / "r") == ["step_0000010.pt", "step_0000020.pt"]
     assert not (tmp_path / "r" / "splats.ply").exists()
-    again = quick(tmp_path, steps=60, resume=True, lam=0.1, guidance="esd")
+    again = quick(tmp_path, steps=40, resume=True, lam=0.1, guidance="esd")
     again.log.preview_every = 10
     resumed = Trainer(again)
-    assert resumed.step == 30
+    assert resumed.step == 20
     resumed.train()
-    assert steps_of(tmp_path / "r") == list(range(1, 61))
+    assert steps_of(tmp_path / "r") == list(range(1, 41))
     ply = read_ply(tmp_path / "r" / "splats.ply")
     assert torch.equal(ply["means"], resumed.splats["means"].detach())
     previews = sorted(p.name for p in (tmp_path / "r" / "previews").glob("*.png"))
-    assert previews == [f"step_{s:06d}.png" for s in range(10, 70, 10)]
+    assert previews == [f"step_{s:06d}.png" for s in range(10, 50, 10)]
 
 
 def test_overwrite_with_fewer_steps_keeps_nothing_of_the_old_run(tmp_path):
