@@ -297,6 +297,8 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
               progress: bool = True) -> list[dict]:
     """Runs every job not finished yet on Ray; returns (and writes) the index rows."""
     import ray
+
+    from . import reaper
     from tqdm import tqdm
 
     batch_dir.mkdir(parents=True, exist_ok=True)
@@ -326,6 +328,13 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
     threads = max(1, int(cpus_per_job))
     # workers inherit the driver's environment: a NUMBA_NUM_THREADS set for the driver's own cores would size
     # every worker's numba pool past its share, and its idle threads spin (the batch kill test: 138 s, not 41)
+    watch = reaper.start() if started_here else None  # Ray's processes end with a SIGKILLed driver too
+
+    def shutdown() -> None:
+        if started_here:
+            ray.shutdown()
+            reaper.finish(watch)
+
     ray.init(address=address or None, num_cpus=num_cpus if started_here else None, include_dashboard=False,
              log_to_driver=False, configure_logging=False, ignore_reinit_error=True,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}})
@@ -335,8 +344,7 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
     try:
         check_schedulable(pending, asks, ray.cluster_resources())
     except UserError:
-        if started_here:
-            ray.shutdown()
+        shutdown()
         raise
     refs, started = {}, {}
     for job in pending:
@@ -394,8 +402,7 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         bar.close()
-        if started_here:
-            ray.shutdown()
+        shutdown()
     return [rows[i] for i in sorted(rows)]
 
 

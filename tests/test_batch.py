@@ -10,6 +10,7 @@ import time
 
 import imageio.v3 as iio
 import numpy as np
+import psutil
 import pytest
 
 from esd_gs.batch import BatchArgs, expand_jobs, job_flags, read_jobs, run_lock
@@ -72,8 +73,8 @@ def wait_for_a_row(batch_dir, status: str, driver: subprocess.Popen, timeout: fl
 @pytest.mark.slow
 def test_batch_on_a_local_ray_cluster_survives_a_killed_driver(tmp_path):
     """Three seeds of one prompt on 2 CPUs and a job with a bad flag that fails alone; the driver is SIGKILLed
-    after the first run finishes, and the same command run again finishes the rest without training the
-    finished runs again."""
+    after the first run finishes: none of the Ray processes it started outlives it (issue 26, item 7), and the
+    same command run again finishes the rest without training the finished runs again."""
     jobs = tmp_path / "jobs.yaml"
     jobs.write_text("- {prompt: a head, lam: 0.5}\n- {prompt: a head, run_name: bad, render.resolutoin: 32}\n")
     out = tmp_path / "batch"
@@ -84,14 +85,16 @@ def test_batch_on_a_local_ray_cluster_survives_a_killed_driver(tmp_path):
                               start_new_session=True)
     try:
         wait_for_a_row(out, "done", driver)
-        driver.send_signal(signal.SIGKILL)
+        started = psutil.Process(driver.pid).children(recursive=True)  # its local Ray instance and its reaper
+        driver.send_signal(signal.SIGKILL)  # the driver alone, as an out-of-memory killer does
         driver.wait()
+        _, outlived = psutil.wait_procs(started, timeout=30)
     finally:
-        time.sleep(2)
         try:
-            os.killpg(driver.pid, signal.SIGKILL)  # whatever of the local Ray instance outlived its driver
+            os.killpg(driver.pid, signal.SIGKILL)  # whatever outlived it, should the reaper fail
         except ProcessLookupError:
             pass
+    assert not outlived, [p.pid for p in outlived]
     before = {r["run_name"]: r["status"] for r in json.loads((out / "index.json").read_text())}
     finished = [name for name, status in before.items() if status == "done"]
     assert finished and len(finished) < 3, before
