@@ -45,6 +45,15 @@ def cli(*args) -> CliResult:
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def assert_clean_error(r: CliResult, fragment: str, out_dir: Path | None = None) -> None:
     """Exit code 2, exactly one line on stderr containing `fragment`, no traceback, nothing written."""
     assert r.returncode == 2, (r.returncode, r.stderr[-1500:])

@@ -1,5 +1,6 @@
 """esd-gs batch: Ray tasks over a jobs file, resumable, an index and a contact sheet (issue 15)."""
 
+import contextlib
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import pytest
 from esd_gs.batch import BatchArgs, expand_jobs, job_flags, read_jobs, run_lock
 from esd_gs.errors import UserError
 
-from conftest import cli
+from conftest import cli, free_port, run_cli
 
 SMALL = ["--", "--gaussians.num-points", "300", "--log.turntable-frames", "8", "--log.turntable-resolution", "32",
          "--log.preview-every", "0"]
@@ -178,3 +179,71 @@ def test_sigterm_stops_the_batch_driver_in_one_line(tmp_path):
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert "batch stopped: 0 done, 0 failed, 1 interrupted" in lines[-1] and "Traceback" not in stderr, stderr
     assert [r["status"] for r in json.loads((out / "index.json").read_text())] == ["interrupted"]
+
+
+def cluster_processes(port: int) -> list[psutil.Process]:
+    """The processes of the Ray cluster whose GCS listens on this port (each names it in its command line:
+    `--gcs-address=HOST:PORT`, `--gcs_server_port=PORT`), with their descendants."""
+    found = {}
+    for p in psutil.process_iter(["cmdline"]):
+        if any(arg.endswith((f":{port}", f"={port}")) for arg in p.info["cmdline"] or []):
+            for q in [p, *p.children(recursive=True)]:
+                found[q.pid] = q
+    return list(found.values())
+
+
+@pytest.mark.slow
+def test_batch_on_a_ray_cluster_survives_a_killed_worker_node(tmp_path):
+    """Item 8 of issue 26: a cluster started as users start one (`ray start --head`, then a second node with
+    `ray start --address`), a batch on it with --address, the worker node killed mid-job (its raylet and
+    everything under it: SIGKILL, as a lost machine): every job ends done or failed, and the same command
+    again finishes the rest without training the finished runs again."""
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    port, node_port = free_port(), free_port()
+    common = ["--num-cpus=1", "--disable-usage-stats"]
+    # Ray's token authentication, as its docs set a cluster up: one token (~/.ray/auth_token) for every node
+    # and driver
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "token"}
+
+    def ray_cli(*args):
+        r = subprocess.run([ray, *args], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, (args, r.stderr[-3000:])
+
+    try:
+        ray_cli("get-auth-token", "--generate")
+        ray_cli("start", "--head", f"--port={port}", "--include-dashboard=false", *common)
+        ray_cli("start", f"--address=127.0.0.1:{port}", f"--node-manager-port={node_port}", *common)
+        (tmp_path / "jobs.txt").write_text("a head\n")
+        out = tmp_path / "b"
+        args = ["batch", str(tmp_path / "jobs.txt"), "--address", f"127.0.0.1:{port}", "--preset", "demo",
+                "--steps", "60", "--seeds", "0,1", "--output-dir", str(out), "--no-progress", *SMALL]
+        driver = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "esd-gs"), *args],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.time() + 300  # both jobs training: one on each node
+        while time.time() < deadline and len(list(out.glob("*/.running"))) < 2 and driver.poll() is None:
+            time.sleep(0.1)
+        assert len(list(out.glob("*/.running"))) == 2, driver.stderr.read() if driver.poll() is not None else ""
+        node = [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "raylet"
+                and any(f"={node_port}" in arg for arg in p.info["cmdline"] or [])]
+        assert len(node) == 1
+        for p in [node[0], *node[0].children(recursive=True)]:
+            p.kill()
+        _, stderr = driver.communicate(timeout=300)
+        rows = json.loads((out / "index.json").read_text())
+        assert driver.returncode == 2 and "1 of 2 jobs failed" in stderr, stderr
+        assert sorted(r["status"] for r in rows) == ["done", "failed"], rows
+        finished = [r["run_name"] for r in rows if r["status"] == "done"]
+        stamps = {name: (out / name / "splats.ply").stat().st_mtime_ns for name in finished}
+        r = run_cli(*args, env=env)
+        assert r.returncode == 0, r.stderr
+        rows = json.loads((out / "index.json").read_text())
+        assert [r["status"] for r in rows] == ["done", "done"]
+        for name in finished:
+            assert (out / name / "splats.ply").stat().st_mtime_ns == stamps[name]
+        for row in rows:
+            steps = [json.loads(line)["step"] for line in (out / row["run_name"] / "metrics.jsonl").read_text().splitlines()]
+            assert steps == list(range(1, 61))
+    finally:
+        for p in cluster_processes(port):
+            with contextlib.suppress(psutil.Error):
+                p.kill()

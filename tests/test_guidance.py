@@ -10,8 +10,6 @@ from esd_gs.guidance.stable_diffusion import StableDiffusionPrior
 from esd_gs.guidance.variational import UNetVariational, VariationalConfig
 from esd_gs.io.ply import read_ply
 
-from conftest import run_cli
-
 
 @pytest.fixture
 def prior(tiny_sd):

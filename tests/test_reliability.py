@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from esd_gs.errors import UserError
 from esd_gs.io.ply import read_ply, write_ply
 from esd_gs.train import Trainer
 
-from conftest import assert_clean_error, cli, run_cli, tiny_synthetic
+from conftest import assert_clean_error, cli, free_port, run_cli, tiny_synthetic
 from scenes import colored_blob_scene, small_scene
 
 
@@ -343,9 +342,7 @@ def test_fallback_to_an_older_checkpoint_warns(tmp_path):
 
 @pytest.mark.slow
 def test_view_ctrl_c_stops_the_viewer(blob_ply):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "esd-gs"), "view", str(blob_ply),
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONFAULTHANDLER": "1"})

@@ -2,7 +2,6 @@
 
 import json
 import math
-import socket
 import time
 import urllib.request
 
@@ -15,7 +14,7 @@ from esd_gs.cameras import make_cameras
 from esd_gs.io.ply import read_ply, write_ply
 from esd_gs.render import render
 
-from conftest import assert_clean_error, cli, run_cli
+from conftest import assert_clean_error, cli, free_port, run_cli
 from scenes import colored_blob_scene, surface_sphere
 
 
@@ -123,19 +122,13 @@ def test_compressed_ply_has_an_sh_layout_web_viewers_read(tmp_path, sh_degree):
         assert all((data["sh"][b] == 128).all() for b in bands)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_viewer_serves_renders_and_stops():
     import viser.transforms as vtf
 
     from esd_gs.viewer import Viewer, camera_from_pose, render_image
 
     splats = colored_blob_scene()
-    port = _free_port()
+    port = free_port()
     viewer = Viewer(splats, port=port)
     try:
         page = urllib.request.urlopen(f"http://127.0.0.1:{viewer.port}/", timeout=10).read().decode()
@@ -367,7 +360,7 @@ def test_train_viewer_sends_live_updates_and_pauses(tmp_path):
 
     from conftest import tiny_synthetic
 
-    port = _free_port()
+    port = free_port()
     trainer = Trainer(tiny_synthetic(tmp_path, run_name="live", steps=30, viewer=True, viewer_port=port,
                                      viewer_every=5))
     result = {}
@@ -395,7 +388,7 @@ def test_viewer_pause_holds_until_resumed_or_stopped():
 
     from esd_gs.viewer import Viewer
 
-    viewer = Viewer(colored_blob_scene(), port=_free_port(), training=True)
+    viewer = Viewer(colored_blob_scene(), port=free_port(), training=True)
     try:
         stop, released = threading.Event(), threading.Event()
         viewer._toggle_pause()
