@@ -152,6 +152,9 @@ class Args:
     strips: list[str] = field(default_factory=lambda: ["main", "main-vpred-map32", "main-vpred-pins64",
                                                          "main-exact1200"])
     """Settings whose turntable strips are written when they are run (about 0.5 MB each)."""
+    summarize: list[Path] | None = None
+    """Only print the table of these `esd-gs batch` folders (a row per job name without its -sN seed suffix;
+    tuning and re-check batches) and exit."""
 
 
 def run_name(setting: str, method: str, seed: int) -> str:
@@ -218,8 +221,23 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def batch_results(batch_dir: Path) -> dict:
+    """{batch folder name: {job: {metric: [per seed]}}} from a batch's finished runs' janus.json."""
+    rows = json.loads((batch_dir / "index.json").read_text())
+    methods: dict[str, dict[str, list]] = {}
+    for r in sorted((r for r in rows if r["status"] == "done"), key=lambda r: r["run_name"]):
+        report = json.loads((batch_dir / r["run_name"] / "janus.json").read_text())
+        m = methods.setdefault(r["run_name"].rsplit("-s", 1)[0], {k: [] for k in METRICS})
+        for k in [k for k in METRICS if k in report]:
+            m[k].append(int(report[k]) if k == "janus" else report[k])
+    return {batch_dir.name: methods}
+
+
 def main() -> None:
     args = tyro.cli(Args)
+    if args.summarize:
+        print(table({name: m for d in args.summarize for name, m in batch_results(d).items()}))
+        return
     unknown = sorted(set(args.methods or []) - set(METHODS))
     if unknown:
         raise SystemExit(f"unknown method {unknown[0]}; the methods: {', '.join(METHODS)}")
