@@ -74,18 +74,23 @@ EXACT = ["vsd-exact", "esd_lam0.5-exact", "esd_lam1.0-exact"]
 METHODS = {
     "sds": ["--guidance", "sds"],
     "vsd": ["--guidance", "vsd"],
-    "esd_lam0.5": ["--guidance", "esd", "--lam", "0.5"],
-    "esd_lam1.0": ["--guidance", "esd", "--lam", "1.0"],
+    # ESD with a constant lam, whatever schedule a preset has (--lam-final None)
+    "esd_lam0.5": ["--guidance", "esd", "--lam", "0.5", "--lam-final", "None"],
+    "esd_lam1.0": ["--guidance", "esd", "--lam", "1.0", "--lam-final", "None"],
+    "esd_lam1.0to0": ["--guidance", "esd", "--lam", "1.0", "--lam-final", "0"],  # lam 1 until the anneal step
     "vsd-exact": ["--guidance", "vsd", "--synthetic.variational", "exact"],
-    "esd_lam0.5-exact": ["--guidance", "esd", "--lam", "0.5", "--synthetic.variational", "exact"],
-    "esd_lam1.0-exact": ["--guidance", "esd", "--lam", "1.0", "--synthetic.variational", "exact"],
+    "esd_lam0.5-exact": ["--guidance", "esd", "--lam", "0.5", "--lam-final", "None", "--synthetic.variational",
+                         "exact"],
+    "esd_lam1.0-exact": ["--guidance", "esd", "--lam", "1.0", "--lam-final", "None", "--synthetic.variational",
+                         "exact"],
     "photometric": ["--guidance", "photometric"],
     "sds-hardview": ["--guidance", "sds", "--prior.view-dependent-prompt", "--synthetic.view-kappa", "5"],
     "sds-viewprompts": ["--guidance", "sds", "--prior.view-dependent-prompt"],
     # issue 25's baselines; Perp-Neg works on the view prompts (kappa 0.12 in the synthetic world)
     "sds-perpneg": ["--guidance", "sds", "--prior.view-dependent-prompt", "--prior.perp-neg"],
     "vsd-perpneg": ["--guidance", "vsd", "--prior.view-dependent-prompt", "--prior.perp-neg"],
-    "esd_lam1.0-perpneg": ["--guidance", "esd", "--lam", "1.0", "--prior.view-dependent-prompt", "--prior.perp-neg"],
+    "esd_lam1.0-perpneg": ["--guidance", "esd", "--lam", "1.0", "--lam-final", "None", "--prior.view-dependent-prompt",
+                           "--prior.perp-neg"],
     # threestudio's clip ramp, the best of three on tuning seeds 100-102 (benchmarks/baselines_tuning.yaml)
     "debiased-sds": ["--guidance", "sds", "--prior.grad-clip", "0.5", "--prior.grad-clip-final", "2.0"],
 }
