@@ -335,8 +335,9 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
             ray.shutdown()
             reaper.finish(watch)
 
-    ray.init(address=address or None, num_cpus=num_cpus if started_here else None, include_dashboard=False,
-             log_to_driver=False, configure_logging=False, ignore_reinit_error=True,
+    # "local": a new instance even where `ray start` left a cluster's address behind (ray.init(None) would join it)
+    ray.init(address=address or ("local" if started_here else None), num_cpus=num_cpus if started_here else None,
+             include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}})
     task = ray.remote(train_job)
     asks = {job.index: {"num_gpus": gpus_per_job, "num_cpus": 1} if job.gpu else {"num_cpus": cpus_per_job}

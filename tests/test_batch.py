@@ -7,7 +7,9 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -214,6 +216,10 @@ def test_batch_on_a_ray_cluster_survives_a_killed_worker_node(tmp_path):
         ray_cli("start", "--head", f"--port={port}", "--include-dashboard=false", *common)
         ray_cli("start", f"--address=127.0.0.1:{port}", f"--node-manager-port={node_port}", *common)
         (tmp_path / "jobs.txt").write_text("a head\n")
+        # without --address a batch starts its own instance, though `ray start` recorded this cluster's address
+        r = run_cli("batch", tmp_path / "jobs.txt", "--preset", "demo", "--num-cpus", "3", "--cpus-per-job", "64", "--output-dir",
+                    tmp_path / "local", env=env)
+        assert r.returncode == 2 and "has 3 CPUs" in r.stderr, r.stderr
         out = tmp_path / "b"
         args = ["batch", str(tmp_path / "jobs.txt"), "--address", f"127.0.0.1:{port}", "--preset", "demo",
                 "--steps", "60", "--seeds", "0,1", "--output-dir", str(out), "--no-progress", *SMALL]
@@ -247,3 +253,6 @@ def test_batch_on_a_ray_cluster_survives_a_killed_worker_node(tmp_path):
         for p in cluster_processes(port):
             with contextlib.suppress(psutil.Error):
                 p.kill()
+        recorded = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # as `ray stop` leaves it
+        if recorded.is_file() and recorded.read_text().strip().endswith(f":{port}"):
+            recorded.unlink()
