@@ -217,8 +217,8 @@ def test_batch_on_a_ray_cluster_survives_a_killed_worker_node(tmp_path):
         ray_cli("start", f"--address=127.0.0.1:{port}", f"--node-manager-port={node_port}", *common)
         (tmp_path / "jobs.txt").write_text("a head\n")
         # without --address a batch starts its own instance, though `ray start` recorded this cluster's address
-        r = run_cli("batch", tmp_path / "jobs.txt", "--preset", "demo", "--num-cpus", "3", "--cpus-per-job", "64", "--output-dir",
-                    tmp_path / "local", env=env)
+        r = run_cli("batch", tmp_path / "jobs.txt", "--preset", "demo", "--num-cpus", "3", "--cpus-per-job", "64",
+                    "--output-dir", tmp_path / "local", env=env)
         assert r.returncode == 2 and "has 3 CPUs" in r.stderr, r.stderr
         out = tmp_path / "b"
         args = ["batch", str(tmp_path / "jobs.txt"), "--address", f"127.0.0.1:{port}", "--preset", "demo",
