@@ -2,7 +2,7 @@
 """Makes the README's pictures from a finished synthetic-world run (needs Debian's chromium for the
 two browser screenshots: `apt-get install chromium`).
 
-    python docs/pictures.py outputs/a-head-esd1-s0      # after make demo
+    python docs/pictures.py outputs/a-head-esd1to0.5-s0      # after make demo
 
 docs/images/preview.png    the run's last preview grid (front, left, back, right)
 docs/images/turntable.png  turntable frames of the run above the ground-truth head's
