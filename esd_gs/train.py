@@ -44,7 +44,7 @@ OUTPUT_FOLDERS = ("checkpoints", "previews")
 def default_run_name(cfg: TrainConfig) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", cfg.prompt.lower()).strip("-")[:40] or "run"
     tag = cfg.guidance if cfg.guidance != "esd" else f"esd{cfg.lam:g}" + (
-        "" if cfg.lam_final is None else f"to{cfg.lam_final:g}")
+        "" if cfg.lam_final in (None, cfg.lam) else f"to{cfg.lam_final:g}")
     return f"{slug}-{tag}-s{cfg.seed}"
 
 

@@ -31,7 +31,7 @@ def test_resume_equals_straight_run(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
-    common = ["--preset", "demo", "--steps", "24", "--output-dir", tmp_path, "--gaussians.num-points", "200",
+    common = ["--preset", "demo", "--steps", "16", "--output-dir", tmp_path, "--gaussians.num-points", "200",
               "--log.checkpoint-every", "8", "--log.preview-every", "0", "--log.turntable-frames", "4",
               "--log.turntable-resolution", "32", "--log.no-progress"]
     exe = os.path.join(os.path.dirname(sys.executable), "esd-gs")
@@ -53,7 +53,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 25))
+    assert steps == list(range(1, 17))
 
 
 def test_nan_gradient_is_skipped_and_ply_is_finite(tmp_path):
