@@ -297,9 +297,9 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
               progress: bool = True) -> list[dict]:
     """Runs every job not finished yet on Ray; returns (and writes) the index rows."""
     import ray
+    from tqdm import tqdm
 
     from . import reaper
-    from tqdm import tqdm
 
     batch_dir.mkdir(parents=True, exist_ok=True)
     planned = plan(jobs, list(shared_flags), batch_dir)
