@@ -226,15 +226,19 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def add_report(row: dict[str, list], report: dict) -> None:
+    """Appends one run's janus.json to a row's per-seed lists (runs older than a metric lack it)."""
+    for k in [k for k in METRICS if k in report]:
+        row[k].append(int(report[k]) if k == "janus" else report[k])
+
+
 def batch_results(batch_dir: Path) -> dict:
     """{batch folder name: {job: {metric: [per seed]}}} from a batch's finished runs' janus.json."""
     rows = json.loads((batch_dir / "index.json").read_text())
     methods: dict[str, dict[str, list]] = {}
     for r in sorted((r for r in rows if r["status"] == "done"), key=lambda r: r["run_name"]):
         report = json.loads((batch_dir / r["run_name"] / "janus.json").read_text())
-        m = methods.setdefault(r["run_name"].rsplit("-s", 1)[0], {k: [] for k in METRICS})
-        for k in [k for k in METRICS if k in report]:
-            m[k].append(int(report[k]) if k == "janus" else report[k])
+        add_report(methods.setdefault(r["run_name"].rsplit("-s", 1)[0], {k: [] for k in METRICS}), report)
     return {batch_dir.name: methods}
 
 
@@ -265,8 +269,7 @@ def main() -> None:
         results[s] = {m: {k: [] for k in METRICS} if m in methods[s] else old[m] for m in SETTINGS[s][1]
                       if m in methods[s] or m in old}
     for (s, m, _), report in zip(jobs, reports):
-        for k in [k for k in METRICS if k in report]:  # runs older than a metric lack it
-            results[s][m][k].append(int(report[k]) if k == "janus" else report[k])
+        add_report(results[s][m], report)
     path.write_text(json.dumps(results, indent=1) + "\n")
     for s in [s for s in args.settings if s in args.strips]:
         for m in methods[s]:
