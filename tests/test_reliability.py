@@ -214,7 +214,7 @@ def test_sigterm_saves_a_checkpoint_and_rerun_names_the_unfinished_run(tmp_path)
     reached, one line, exit 143 (SIGTERM ended runs with nothing saved until 2026-11-29)."""
     signum = signal.SIGTERM
     args = ["train", "--preset", "demo", "--steps", "100000", "--output-dir", tmp_path, "--run-name", "c",
-            "--guidance", "sds", "--gaussians.num-points", "200", "--log.no-progress"]
+            "--guidance", "sds", "--gaussians.num-points", "200", "--log.no-progress", "--synthetic.unet-channels", "8"]
     proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "esd-gs"), *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "c" / "metrics.jsonl"
@@ -368,7 +368,7 @@ def test_concurrent_runs_on_one_name_never_share_a_folder(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "esd-gs")
     args = [exe, "train", "--preset", "demo", "--steps", "6", "--output-dir", str(tmp_path), "--run-name", "race",
             "--guidance", "sds", "--gaussians.num-points", "200", "--log.no-progress", "--log.turntable-frames", "0",
-            "--log.checkpoint-every", "3"]
+            "--log.checkpoint-every", "3", "--synthetic.unet-channels", "8"]
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs

@@ -108,7 +108,7 @@ def test_train_tiny_sd_is_deterministic_and_loads(tmp_path, monkeypatch):
 
     monkeypatch.setenv("ESD_GS_CACHE", str(tmp_path / "cache"))
     tool = _train_tiny_sd()
-    small = dict(photos=32, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4, check_samples=2)
+    small = dict(photos=32, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4, check_samples=2, check_steps=3)
     tool.main(tool.Args(out=tmp_path / "a", **small))
     cfg = tool.SyntheticConfig(num_images=small["photos"], front_share=0.25)  # the run's photo set
     tool.train(tool.Args(out=tmp_path / "b", **small), tmp_path / "b", tool.cached_photos(*tool.photo_angles(cfg), cfg),

@@ -12,7 +12,7 @@ import torch
 from esd_gs.io.ply import read_ply
 from esd_gs.train import Trainer
 
-from conftest import run_cli, tiny_synthetic
+from conftest import cli, tiny_synthetic
 
 
 def test_resume_equals_straight_run(tmp_path):
@@ -33,7 +33,7 @@ def test_resume_equals_straight_run(tmp_path):
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     common = ["--preset", "demo", "--steps", "16", "--output-dir", tmp_path, "--gaussians.num-points", "200",
               "--log.checkpoint-every", "8", "--log.preview-every", "0", "--log.turntable-frames", "4",
-              "--log.turntable-resolution", "32", "--log.no-progress"]
+              "--log.turntable-resolution", "32", "--log.no-progress", "--synthetic.unet-channels", "8"]
     exe = os.path.join(os.path.dirname(sys.executable), "esd-gs")
     proc = subprocess.Popen([exe, "train", *map(str, common), "--run-name", "killed"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -45,9 +45,10 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     proc.wait()
     assert list(ckpts.glob("step_*.pt")), "no checkpoint before the kill"
     assert not (tmp_path / "killed" / "splats.ply").exists()
-    r = run_cli("train", *common, "--run-name", "killed", "--resume")
+    # the resume and the straight run in this process (no interpreter start): the same code as the console script
+    r = cli("train", *common, "--run-name", "killed", "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
-    r = run_cli("train", *common, "--run-name", "clean")
+    r = cli("train", *common, "--run-name", "clean")
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = read_ply(tmp_path / "killed" / "splats.ply"), read_ply(tmp_path / "clean" / "splats.ply")
     for k in a:
@@ -117,13 +118,13 @@ def test_photometric_reconstruction_reaches_25db(tmp_path):
     from esd_gs.synthetic.head import head_splats
     from esd_gs.synthetic.photos import render_photos
 
-    cfg = tiny_synthetic(tmp_path, run_name="recon", guidance="photometric", steps=400)
+    cfg = tiny_synthetic(tmp_path, run_name="recon", guidance="photometric", steps=200)
     cfg.synthetic.resolution = cfg.render.resolution = 64
     cfg.synthetic.num_images = 48
     cfg.synthetic.front_share = 0.25
     cfg.gaussians.num_points = 800
     cfg.gaussians.lr_means = 0.0005
-    cfg.densify.refine_start_iter, cfg.densify.refine_stop_iter, cfg.densify.refine_every = 100, 300, 100
+    cfg.densify.refine_start_iter, cfg.densify.refine_stop_iter, cfg.densify.refine_every = 50, 150, 50
     cfg.densify.grow_grad2d = 0.0002  # an L1 photometric loss has far smaller gradients than distillation
     cfg.log.checkpoint_every = 0
     trainer = Trainer(cfg)

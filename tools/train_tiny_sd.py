@@ -73,6 +73,8 @@ class Args:
     """Of the other captions, the share with a view suffix (the rest: the plain prompt)."""
     check_samples: int = 64
     """Samples per prompt for the model card's check."""
+    check_steps: int = 25
+    """Sampler steps of each check sample."""
     check_only: bool = False
     """Check an existing --out folder and rewrite its model card (its training.json gives the settings)."""
 
@@ -250,7 +252,7 @@ head (5 deg x 4 elevations; `esd_gs.synthetic.sd_check`):
 | "{args.prompt}, side view" | {r['side_accuracy']:.2f} |
 | "{args.prompt}, back view" | {r['back_accuracy']:.2f} |
 
-"{args.prompt}", azimuth entropy against uniform's over 8 bins (from -180 deg), by sampler (25 steps,
+"{args.prompt}", azimuth entropy against uniform's over 8 bins (from -180 deg), by sampler ({r['steps']} steps,
 guidance 7.5): the samplers target one distribution, so their spread measures the score's error.
 
 | sampler | entropy / log 8 | histogram |
@@ -322,9 +324,9 @@ def check_and_card(folder: Path, args: Args, record: dict, cfg: SyntheticConfig,
     held_out = cached_photos(*photo_angles(held_cfg), held_cfg)
     t0 = time.time()
     report = check_pipeline(pipe, args.prompt, args.check_samples, args.check_samples, args.seed, cfg,
-                            photos=photos, held_out=held_out)
+                            steps=args.check_steps, photos=photos, held_out=held_out)
     samples = report.pop("samples")
-    fairness = sampler_fairness(pipe, args.prompt, args.check_samples, args.seed + 100, cfg)
+    fairness = sampler_fairness(pipe, args.prompt, args.check_samples, args.seed + 100, cfg, args.check_steps)
     save_png(folder / "samples.png", grid(torch.cat([samples[k][:8] for k in (*VIEWS, "plain")]), 8, upscale=4))
     record["timings"]["check"] = time.time() - t0
     record["parameters"]["total_mb"] = folder_mb(folder)
