@@ -32,8 +32,7 @@ import torch
 
 from ..cameras import VIEW_ELEVATION_DEG, wrap_deg
 from .config import SyntheticConfig
-from .head import head_splats
-from .photos import render_photos
+from .photos import cached_photos, render_photos
 
 NUM_VIEWS = 24
 REFERENCE_STEP_DEG = 5.0
@@ -64,7 +63,7 @@ def _arcs(flags: list[bool]) -> int:
 def janus_report(splats, cfg: SyntheticConfig | None = None) -> dict:
     cfg = cfg or SyntheticConfig()
     fine_az = torch.arange(-180.0, 180.0, ALIGN_STEP_DEG)
-    fine = render_photos(head_splats(), fine_az, torch.full_like(fine_az, VIEW_ELEVATION_DEG), cfg)
+    fine = cached_photos(fine_az, torch.full_like(fine_az, VIEW_ELEVATION_DEG), cfg)  # the truth's: on disk once
     every = round(REFERENCE_STEP_DEG / ALIGN_STEP_DEG)
     ref_az, refs = fine_az[::every], fine[::every]
     az = view_azimuths()

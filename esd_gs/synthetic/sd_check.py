@@ -13,7 +13,6 @@ the nearest (RMS) render of the true head on an azimuth x elevation grid gives i
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -21,9 +20,8 @@ from torch import Tensor
 
 from ..cameras import view_direction, wrap_deg
 from .config import SyntheticConfig
-from .head import head_splats
 from .janus import BINS, entropy
-from .photos import render_photos
+from .photos import cached_photos
 
 REFERENCE_AZIMUTH_STEP_DEG = 5.0
 REFERENCE_ELEVATIONS = 4
@@ -31,17 +29,12 @@ VIEWS = ("front", "side", "back")
 
 
 def reference_views(cfg: SyntheticConfig) -> tuple[Tensor, Tensor]:
-    """The true head every 5 deg in azimuth at 4 elevations spanning the photos': ([N,H,W,3], azimuths)."""
-    return _reference_views(cfg.resolution, tuple(cfg.elevation_deg), cfg.radius, cfg.fovy_deg)
-
-
-@functools.lru_cache(maxsize=2)  # 288 renders, asked for by every check
-def _reference_views(resolution: int, elevation_deg: tuple[float, float], radius: float, fovy_deg: float):
-    cfg = SyntheticConfig(resolution=resolution, elevation_deg=elevation_deg, radius=radius, fovy_deg=fovy_deg)
+    """The true head every 5 deg in azimuth at 4 elevations spanning the photos': ([N,H,W,3], azimuths);
+    288 renders, asked for by every check, so cached on disk with the photo sets."""
     az = torch.arange(-180.0, 180.0, REFERENCE_AZIMUTH_STEP_DEG)
-    el = torch.linspace(*elevation_deg, REFERENCE_ELEVATIONS)
+    el = torch.linspace(*cfg.elevation_deg, REFERENCE_ELEVATIONS)
     az, el = torch.cartesian_prod(az, el).unbind(1)
-    return render_photos(head_splats(), az, el, cfg), az
+    return cached_photos(az, el, cfg), az
 
 
 def nearest(images: Tensor, bank: Tensor) -> tuple[Tensor, Tensor]:
