@@ -66,8 +66,8 @@ def assert_clean_error(r: CliResult, fragment: str, out_dir: Path | None = None)
 
 
 def tiny_synthetic(tmp_path, **overrides):
-    """The demo preset cut down to seconds: 20 steps, 300 Gaussians, densifying at 5, 10, 15, a variational
-    UNet of 8 base channels (the demo's 32 cost ~0.2 s a step here, most of a test's time)."""
+    """The demo preset cut down to seconds: 20 steps, 300 Gaussians, densifying at 5, 10, 15, 2 views a step
+    and a variational UNet of 8 base channels (the demo's 4 views and 32 channels cost ~0.2 s a step here)."""
     from esd_gs.config import load_preset
 
     cfg = load_preset("demo")
@@ -83,6 +83,7 @@ def tiny_synthetic(tmp_path, **overrides):
     cfg.densify.refine_every = 5
     cfg.densify.refine_stop_iter = 18
     cfg.synthetic.unet_channels = 8
+    cfg.render.batch_size = 2
     for k, v in overrides.items():
         setattr(cfg, k, v)
     return cfg
