@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,7 @@ import numpy as np
 import tyro
 
 from esd_gs.batch import run_batch
+from esd_gs.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 LEARNED = ["sds", "vsd", "esd_lam0.5", "esd_lam1.0"]
@@ -280,4 +282,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:  # a stopped batch (Ctrl-C, SIGTERM) says what it kept, in one line
+        print(f"janus.py: {e.label}{e}", file=sys.stderr)
+        sys.exit(e.exit_code)
