@@ -68,11 +68,11 @@ class StableDiffusionPrior:
     def load(cls, model: str, prompt: str, negative_prompt: str = "", device="cpu",
              dtype: torch.dtype = torch.float32) -> "StableDiffusionPrior":
         """Loads a hub id or a local diffusers folder and embeds the prompt (+ view suffixes)."""
+        folder = resolve_model(model, MODEL_PARTS, dtype=dtype)  # missing weights: said before the slow imports
+        formats = {part: weight_format(folder / part, dtype) for part in WEIGHT_PARTS}  # before loading any
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        folder = resolve_model(model, MODEL_PARTS, dtype=dtype)
-        formats = {part: weight_format(folder / part, dtype) for part in WEIGHT_PARTS}  # before loading any
         try:
             tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
             text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype,
