@@ -13,7 +13,6 @@ import os
 
 import numpy as np
 import torch
-from torch import Tensor
 
 # numba's thread pool starts with NUMBA_NUM_THREADS workers (default: every core), whatever torch uses. A
 # pool larger than torch's thread count (OMP_NUM_THREADS=1, Ray workers) spin-waits on the cores of other
