@@ -89,13 +89,6 @@ class Viewer:
         self._sent: dict[int, tuple] = {}
         self._version = 0  # of the splats shown: bumped by update()
         self._stop = threading.Event()
-        # the render thread sleeps until something can change a view: a thread polling every few ms makes
-        # training's thread wait for the GIL at every torch call (the live viewer doubled the demo's step time)
-        self._wake = threading.Event()
-        wake = lambda *_: self._wake.set()  # noqa: E731
-        self.server.on_client_connect(lambda client: (client.camera.on_update(wake), wake()))
-        self.resolution.on_update(wake)
-        self.mode.on_update(wake)
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
@@ -105,8 +98,6 @@ class Viewer:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(1.0)
-            self._wake.clear()
             for client_id, client in list(self.server.get_clients().items()):
                 cam = client.camera
                 scale = self.resolution.value / max(cam.image_width or 1, cam.image_height or 1, 1)
@@ -120,13 +111,13 @@ class Viewer:
                 image = render_image(splats, cams, self.mode.value, backend=self.backend)
                 client.scene.set_background_image(image, format="jpeg")
                 self._sent[client_id] = key
+            self._stop.wait(0.02)
 
     def update(self, splats, status: str) -> None:
         """Show a copy of these splats (training goes on changing the originals) and this status line."""
         self.splats = {k: v.detach().clone() for k, v in splats.items()}
         self._version += 1  # every client's view is stale
         self.status.content = status
-        self._wake.set()
 
     def _toggle_pause(self) -> None:
         if self.paused.is_set():
@@ -143,6 +134,5 @@ class Viewer:
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
         self._thread.join(timeout=5)
         self.server.stop()
