@@ -144,7 +144,7 @@ def main() -> None:
     cams = make_cameras(torch.tensor(args.azimuths), torch.full((len(args.azimuths),), args.elevation), cfg.radius,
                         cfg.fovy_deg, args.resolution)
     source = {k: v.detach() for k, v in load_splats(resolve_ply(args.path), "cpu").items()}
-    models = {"sh0": {**source, "shN": source["shN"][:, :0]}, "sh3": with_sh3(source)}
+    models = {"sh0": truncate_sh(source, 0), "sh3": with_sh3(source)}
     root = Path(tempfile.mkdtemp(prefix="interop-"))
     try:
         for name in ("pages", "node_modules"):
@@ -157,7 +157,8 @@ def main() -> None:
             write_ply(ply, splats)
             ours = {}  # our render at each viewer's SH degree
             for degree in sorted(set(MAX_SH.values())):
-                rgb = render_frames(truncate_sh(splats, min(degree, sh_degree_of(splats))), cams, (1.0, 1.0, 1.0))[0].clamp(0, 1)
+                drawn = truncate_sh(splats, min(degree, sh_degree_of(splats)))
+                rgb = render_frames(drawn, cams, (1.0, 1.0, 1.0))[0].clamp(0, 1)
                 ours[degree] = (rgb.numpy() * 255).round().astype(np.uint8)
             for fmt in FORMATS:
                 if model == "sh3" and fmt not in ("compressed-ply", "ply"):
@@ -205,9 +206,7 @@ def main() -> None:
     (args.out_dir / "report.json").write_text(json.dumps(rows, indent=1))
     print("| model | format | viewer | splats loaded | mean diff (0-255), views | on the object | verdict |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    keys = sorted({(r["model"], r["format"], r["viewer"]) for r in rows}, key=lambda k: (k[0], list(FORMATS).index(k[1]),
-                                                                                            list(PAGES).index(k[2])))
-    for key in keys:
+    for key in dict.fromkeys((r["model"], r["format"], r["viewer"]) for r in rows):  # rows come in table order
         group = [r for r in rows if (r["model"], r["format"], r["viewer"]) == key]
         if "why_not" in group[0]:
             print(f"| {' | '.join(key)} | - | - | - | {group[0]['why_not']} |")
