@@ -67,6 +67,10 @@ class Args:
     epsilon loss). 1/alphabar is what a v-prediction loss puts on an epsilon error: it favours high t, where
     the view is decided (with the plain loss, 5000 steps gave a front-biased model: ODE samplers 0.33-0.89
     of uniform's azimuth entropy)."""
+    noise_offset: float = 0.0
+    """Std of a per-image, per-channel constant added to the training noise (diffusers' --noise_offset, "offset
+    noise"): SD's schedule leaves signal in x_T's mean that pure-noise sampling lacks, so models under-produce
+    images whose mean is far from the average (here the dark back of the head)."""
     caption_dropout: float = 0.1
     """Share of empty captions (the unconditional branch of classifier-free guidance)."""
     view_caption_share: float = 0.5
@@ -158,6 +162,8 @@ def train_unet(unet, text_encoder, latents: torch.Tensor, caption_index: torch.T
                                           caption_index[i], plain))
         text = text_encoder(ids)[0][caption]
         noise = torch.randn(latents[i].shape, generator=g)
+        if args.noise_offset:
+            noise = noise + args.noise_offset * torch.randn(*noise.shape[:2], 1, 1, generator=g)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (args.unet_batch,), generator=g)
         pred = unet(scheduler.add_noise(latents[i], noise, t), t, encoder_hidden_states=text).sample
         loss = (weight[t] * (pred - noise).square().mean((1, 2, 3))).mean()
@@ -237,7 +243,7 @@ field of view 50 deg: the synthetic world's fair photo set and training orbit. C
   (pixels in [0,1]).
 - UNet + text encoder: {args.unet_steps} steps, batch {args.unet_batch}, AdamW lr {args.unet_lr} (cosine,
   weight decay 0.01), epsilon loss at t ~ U{{0..999}} weighted min(1/alphabar_t, {args.high_noise_cap:g})
-  (normalised to mean 1), EMA {args.ema_decay} (the saved weights); loss every ~10%:
+  (normalised to mean 1), offset noise {args.noise_offset:g}, EMA {args.ema_decay} (the saved weights); loss every ~10%:
   {every(record['unet_losses'])}.
 - Time: photos {timings['photos']:.0f} s (0 when cached), VAE {timings['vae']:.0f} s, UNet {timings['unet']:.0f} s.
 
