@@ -399,15 +399,12 @@ class Trainer:
         return self.finish()
 
     def start_viewer(self):
-        """The live viewer of --viewer (viser), framed on the current splats; its address is printed."""
-        try:
-            from .viewer import Viewer
-            # 256 px (the browser's slider goes higher): the renders share the machine with training
-            viewer = Viewer(self.splats, port=self.cfg.viewer_port, max_resolution=256, backend=self.cfg.render.backend,
-                            training=True)
-        except ImportError as e:
-            raise UserError(f"--viewer needs viser ({e.name} is missing): pip install 'esd-gs[viewer]'") from None
-        except OSError as e:
-            raise UserError(f"--viewer could not serve on port {self.cfg.viewer_port} ({e.strerror or e})") from None
+        """The live viewer of --viewer (viser, in a process of its own), framed on the current splats; its
+        address is printed."""
+        from .viewer import LiveViewer
+
+        # 256 px (the browser's slider goes higher): the renders share the machine with training
+        viewer = LiveViewer(self.splats, port=self.cfg.viewer_port, max_resolution=256,
+                            backend=self.cfg.render.backend)
         tqdm.write(f"viewer on http://localhost:{viewer.port} (training pauses from its button)")
         return viewer

@@ -4,14 +4,19 @@ As in nerfstudio's and gsplat's viewers, the browser does the orbit controls and
 of the splats for its current camera (viser's camera frame is OpenCV's, like ours). A background
 thread re-renders for every client whose camera, image size or view settings changed.
 
-While training (`esd-gs train --viewer`) the trainer hands the viewer a copy of the splats every few steps
-(`update`), which re-renders every client's view and shows the step, loss and Gaussian count; a button
-pauses training between steps (`wait_while_paused`).
+While training (`esd-gs train --viewer`) a `LiveViewer` runs the viewer in a process of its own (its server,
+JPEG encoding and renders off the training process, which shares the machine's cores with it) and sends it
+a copy of the splats every few steps, which re-renders every client's view and shows the step, loss and
+Gaussian count; a button pauses training between steps (`LiveViewer.wait_while_paused`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import multiprocessing
+import queue
+import signal
 import threading
 
 import numpy as np
@@ -62,11 +67,11 @@ def framing_pose(means: Tensor, opacities: Tensor, fovy_rad: float, fill: float 
 
 
 class Viewer:
-    """Serves `splats` on http://host:port until `stop()`; `training=True` adds the status line and the
-    pause button of a live view."""
+    """Serves `splats` on http://host:port until `stop()`; `paused` (an Event of threading or
+    multiprocessing) adds the pause button of a live view, which sets and clears it."""
 
     def __init__(self, splats, host: str = "127.0.0.1", port: int = 8080, max_resolution: int = 512,
-                 backend: str = "auto", training: bool = False):
+                 backend: str = "auto", paused=None):
         import viser
 
         self.splats, self.backend = splats, backend
@@ -82,8 +87,8 @@ class Viewer:
         self.resolution = gui.add_slider("Max resolution", min=64, max=1024, step=32, initial_value=max_resolution)
         self.mode = gui.add_dropdown("Show", options=("rgb", "depth"), initial_value="rgb")
         self.status = gui.add_markdown(f"{len(splats['means']):,} Gaussians")
-        self.paused = threading.Event()
-        if training:
+        self.paused = paused
+        if paused is not None:
             self.pause_button = gui.add_button("Pause training")
             self.pause_button.on_click(lambda _: self._toggle_pause())
         self._sent: dict[int, tuple] = {}
@@ -127,12 +132,112 @@ class Viewer:
             self.paused.set()
             self.pause_button.label = "Resume training"
 
-    def wait_while_paused(self, stop: threading.Event) -> None:
-        """Blocks while the pause button is down, unless `stop` is set (Ctrl-C stops a paused run too)."""
-        while self.paused.is_set() and not stop.is_set():
-            stop.wait(0.1)
-
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
         self.server.stop()
+
+
+def wait_while_paused(paused, stop: threading.Event) -> None:
+    """Blocks while `paused` is set, unless `stop` is (Ctrl-C stops a paused run too)."""
+    while paused.is_set() and not stop.is_set():
+        stop.wait(0.1)
+
+
+def to_numpy(splats) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in splats.items()}
+
+
+def serve_training(splats: dict[str, np.ndarray], device: str, port: int, max_resolution: int, backend: str,
+                   paused, updates, ready) -> None:
+    """The live viewer's process: serves `splats`, then each (splats, status) taken from `updates`, until a
+    None or the trainer's end. Sends ("port", n) or ("error", why) through `ready` once started."""
+    torch.set_num_threads(1)  # the cores are training's
+    tensors = lambda arrays: {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}  # noqa: E731
+    try:
+        viewer = Viewer(tensors(splats), port=port, max_resolution=max_resolution, backend=backend, paused=paused)
+    except ImportError as e:
+        ready.send(("error", f"--viewer needs viser ({e.name} is missing): pip install 'esd-gs[viewer]'"))
+        return
+    except OSError as e:
+        ready.send(("error", f"--viewer could not serve on port {port} ({e.strerror or e})"))
+        return
+    ready.send(("port", viewer.port))
+    trainer = multiprocessing.parent_process()
+    try:
+        while True:
+            try:
+                item = updates.get(timeout=1.0)
+            except queue.Empty:
+                if trainer is not None and not trainer.is_alive():  # killed without stopping us
+                    break
+                continue
+            if item is None:
+                break
+            viewer.update(tensors(item[0]), item[1])
+    finally:
+        viewer.stop()
+
+
+class LiveViewer:
+    """`train --viewer`: a Viewer in a process of its own, fed copies of the splats (`update`); its pause
+    button holds training in `wait_while_paused`."""
+
+    def __init__(self, splats, port: int, max_resolution: int = 256, backend: str = "auto",
+                 start_timeout: float = 120.0):
+        from .errors import UserError
+
+        ctx = multiprocessing.get_context("spawn")  # not fork: the training process's OpenMP is not fork-safe
+        self.paused = ctx.Event()
+        self._updates = ctx.Queue(maxsize=1)
+        receive, send = ctx.Pipe(duplex=False)
+        device = str(splats["means"].device)
+        self._process = ctx.Process(target=serve_training, name="esd-gs viewer", daemon=True,
+                                    args=(to_numpy(splats), device, port, max_resolution, backend, self.paused,
+                                          self._updates, send))
+        # started with SIGINT blocked, which it keeps: Ctrl-C is the trainer's to handle, and it stops us
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self._process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        send.close()
+        try:
+            if not receive.poll(start_timeout):
+                raise UserError(f"the --viewer process did not start within {start_timeout:.0f} s")
+            kind, value = receive.recv()
+        except EOFError:
+            raise UserError("the --viewer process ended while starting (a script that trains with the viewer needs "
+                            "`if __name__ == '__main__':` around it, as multiprocessing's spawn does)") from None
+        finally:
+            receive.close()
+        if kind == "error":
+            self._process.join(timeout=5)
+            raise UserError(value)
+        self.port = value
+
+    def update(self, splats, status: str) -> None:
+        """Shows these splats (copied) and this status line; training never waits for the viewer: if it is
+        behind, these replace the update still waiting."""
+        item = (to_numpy(splats), status)
+        try:
+            self._updates.put_nowait(item)
+        except queue.Full:
+            with contextlib.suppress(queue.Empty):
+                self._updates.get_nowait()
+            with contextlib.suppress(queue.Full):
+                self._updates.put_nowait(item)
+
+    def wait_while_paused(self, stop: threading.Event) -> None:
+        wait_while_paused(self.paused, stop)
+
+    def stop(self) -> None:
+        try:
+            self._updates.put(None, timeout=5)
+        except queue.Full:
+            pass
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout=5)
+        self._updates.cancel_join_thread()  # never block the trainer's exit on an unread update

@@ -353,6 +353,7 @@ def test_inception_of_a_ply_matches_torchvision_by_hand(blob_ply, tmp_path):
 def test_train_viewer_sends_live_updates_and_pauses(tmp_path):
     """`train --viewer`: a client that connects while the run trains receives the status of each update and a
     fresh render of its view; the pause button holds training between steps until pressed again or stopped."""
+    import multiprocessing
     import threading
 
     from esd_gs.train import Trainer
@@ -381,26 +382,27 @@ def test_train_viewer_sends_live_updates_and_pauses(tmp_path):
     images = client.of_type("BackgroundImageMessage")
     assert len(images) >= 2 and images[-1]["rgb_data"][:2] == b"\xff\xd8"  # re-rendered, as JPEG
     assert any(m["props"]["label"] == "Pause training" for m in client.of_type("GuiButtonMessage"))
+    assert not multiprocessing.active_children()  # the viewer's process ended with the run
 
 
 def test_viewer_pause_holds_until_resumed_or_stopped():
     import threading
 
-    from esd_gs.viewer import Viewer
+    from esd_gs.viewer import Viewer, wait_while_paused
 
-    viewer = Viewer(colored_blob_scene(), port=free_port(), training=True)
+    viewer = Viewer(colored_blob_scene(), port=free_port(), paused=threading.Event())
     try:
         stop, released = threading.Event(), threading.Event()
         viewer._toggle_pause()
         assert viewer.pause_button.label == "Resume training"
-        waiter = threading.Thread(target=lambda: (viewer.wait_while_paused(stop), released.set()))
+        waiter = threading.Thread(target=lambda: (wait_while_paused(viewer.paused, stop), released.set()))
         waiter.start()
         assert not released.wait(0.5)  # held
         viewer._toggle_pause()
         assert released.wait(2.0)  # resumed
         viewer._toggle_pause()
         released.clear()
-        waiter = threading.Thread(target=lambda: (viewer.wait_while_paused(stop), released.set()))
+        waiter = threading.Thread(target=lambda: (wait_while_paused(viewer.paused, stop), released.set()))
         waiter.start()
         assert not released.wait(0.3)
         stop.set()  # Ctrl-C while paused
