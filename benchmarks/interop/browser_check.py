@@ -10,6 +10,7 @@ mean absolute pixel difference to our render (0-255, RGB, over the whole w x h i
 pixels: those not white in either image), per view. A pair that cannot work says why.
 
     python benchmarks/interop/browser_check.py RUN_OR_PLY [--out-dir DIR] [--resolution 256] [--install]
+        [--viewers ...] [--formats ...] [--models sh0 sh3] [--repeats N] [--delivery paced|whole]
 
 --install first runs `apt-get install -y chromium` (as root) and `npm install` in browser/ if missing.
 """
@@ -25,8 +26,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlencode
 
 import imageio.v3 as iio
@@ -75,6 +78,15 @@ class Args:
     azimuths: list[float] = field(default_factory=lambda: [30.0, 160.0])
     elevation: float = 15.0
     install: bool = False
+    viewers: list[str] = field(default_factory=lambda: list(PAGES))
+    formats: list[str] = field(default_factory=lambda: list(FORMATS))
+    models: list[str] = field(default_factory=lambda: ["sh0", "sh3"])
+    repeats: int = 1
+    """Page loads of each file per view (each in a fresh browser context)."""
+    delivery: Literal["paced", "whole"] = "paced"
+    """How the test server sends a file: `paced` in 16 KiB pieces 10 ms apart, as a network delivers a file
+    of more than a few KiB (several reads for the page); `whole` at once, which on localhost can reach the
+    page in a single read (mkkellogg 0.4.7 then parses no splat of a compressed PLY: docs/benchmarks.md)."""
 
 
 def install() -> None:
@@ -117,8 +129,16 @@ def camera_query(cams, i: int, up: str) -> dict:
             "fovy": f"{float(cams.fovy_deg[i]):.5f}", "w": cams.width, "h": cams.height}
 
 
-def serve(root: Path) -> http.server.ThreadingHTTPServer:
+def serve(root: Path, paced: bool) -> http.server.ThreadingHTTPServer:
     class Quiet(http.server.SimpleHTTPRequestHandler):
+        def copyfile(self, source, outputfile):
+            if not paced:
+                return super().copyfile(source, outputfile)
+            while piece := source.read(16384):
+                outputfile.write(piece)
+                outputfile.flush()
+                time.sleep(0.01)
+
         def log_message(self, *args):
             pass
 
@@ -144,7 +164,7 @@ def main() -> None:
     cams = make_cameras(torch.tensor(args.azimuths), torch.full((len(args.azimuths),), args.elevation), cfg.radius,
                         cfg.fovy_deg, args.resolution)
     source = {k: v.detach() for k, v in load_splats(resolve_ply(args.path), "cpu").items()}
-    models = {"sh0": truncate_sh(source, 0), "sh3": with_sh3(source)}
+    models = {k: v for k, v in (("sh0", truncate_sh(source, 0)), ("sh3", with_sh3(source))) if k in args.models}
     root = Path(tempfile.mkdtemp(prefix="interop-"))
     try:
         for name in ("pages", "node_modules"):
@@ -160,23 +180,23 @@ def main() -> None:
                 drawn = truncate_sh(splats, min(degree, sh_degree_of(splats)))
                 rgb = render_frames(drawn, cams, (1.0, 1.0, 1.0))[0].clamp(0, 1)
                 ours[degree] = (rgb.numpy() * 255).round().astype(np.uint8)
-            for fmt in FORMATS:
+            for fmt in args.formats:
                 if model == "sh3" and fmt not in ("compressed-ply", "ply"):
                     continue  # degree 3 is asked of the compressed PLY; the plain PLY carries it too
                 path = ply if fmt == "ply" else export(ply, fmt, files)
-                for viewer in PAGES:
+                for viewer in args.viewers:
                     if (viewer, fmt) in CANNOT:
                         cases.append({"model": model, "format": fmt, "viewer": viewer,
                                       "why_not": CANNOT[viewer, fmt]})
                         continue
-                    for i in range(len(cams)):
+                    for i, repeat in ((i, r) for i in range(len(cams)) for r in range(args.repeats)):
                         query = {"file": f"../files/{path.name}", **camera_query(cams, i, FORMATS[fmt][1])}
-                        out = args.out_dir / f"{model}_{fmt}_{viewer}_{i}.png"
+                        out = args.out_dir / f"{model}_{fmt}_{viewer}_{i}{f'_{repeat}' if repeat else ''}.png"
                         jobs.append({"url": f"/pages/{PAGES[viewer]}?{urlencode(query)}", "out": str(out.resolve()),
                                      "w": cams.width, "h": cams.height, "timeout_ms": 90000})
                         cases.append({"model": model, "format": fmt, "viewer": viewer, "view": i, "out": out,
                                       "ours": ours[MAX_SH[viewer]][i], "splats": len(splats["means"])})
-        server = serve(root)
+        server = serve(root, args.delivery == "paced")
         base = f"http://127.0.0.1:{server.server_address[1]}"
         for job in jobs:
             job["url"] = base + job["url"]
