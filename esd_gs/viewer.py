@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
+import os
 import queue
 import signal
 import threading
@@ -152,7 +153,8 @@ def serve_training(splats: dict[str, np.ndarray], device: str, port: int, max_re
                    paused, updates, ready) -> None:
     """The live viewer's process: serves `splats`, then each (splats, status) taken from `updates`, until a
     None or the trainer's end. Sends ("port", n) or ("error", why) through `ready` once started."""
-    torch.set_num_threads(1)  # the cores are training's
+    os.nice(10)  # the cores are training's: the viewer's renders and server wait for them
+    torch.set_num_threads(1)
     tensors = lambda arrays: {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}  # noqa: E731
     try:
         viewer = Viewer(tensors(splats), port=port, max_resolution=max_resolution, backend=backend, paused=paused)
