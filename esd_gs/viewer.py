@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .cameras import Cameras, intrinsics
+from .errors import UserError
 from .io.media import to_uint8
 from .render import render_frames
 from .render.turntable import depth_to_rgb
@@ -164,6 +165,9 @@ def serve_training(splats: dict[str, np.ndarray], device: str, port: int, max_re
     except OSError as e:
         ready.send(("error", f"--viewer could not serve on port {port} ({e.strerror or e})"))
         return
+    except UserError as e:
+        ready.send(("error", f"--viewer: {e}"))
+        return
     ready.send(("port", viewer.port))
     trainer = multiprocessing.parent_process()
     try:
@@ -187,8 +191,6 @@ class LiveViewer:
 
     def __init__(self, splats, port: int, max_resolution: int = 256, backend: str = "auto",
                  start_timeout: float = 120.0):
-        from .errors import UserError
-
         ctx = multiprocessing.get_context("spawn")  # not fork: the training process's OpenMP is not fork-safe
         self.paused = ctx.Event()
         self._updates = ctx.Queue(maxsize=1)
@@ -198,22 +200,23 @@ class LiveViewer:
                                     args=(to_numpy(splats), device, port, max_resolution, backend, self.paused,
                                           self._updates, send))
         # started with SIGINT blocked, which it keeps: Ctrl-C is the trainer's to handle, and it stops us
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             self._process.start()
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         send.close()
         try:
-            if not receive.poll(start_timeout):
-                raise UserError(f"the --viewer process did not start within {start_timeout:.0f} s")
-            kind, value = receive.recv()
+            kind, value = receive.recv() if receive.poll(start_timeout) else \
+                ("error", f"the --viewer process did not start within {start_timeout:.0f} s")
         except EOFError:
-            raise UserError("the --viewer process ended while starting (a script that trains with the viewer needs "
-                            "`if __name__ == '__main__':` around it, as multiprocessing's spawn does)") from None
+            kind, value = "error", ("the --viewer process ended while starting (its error is above; a script that "
+                                    "trains with the viewer needs `if __name__ == '__main__':` around it, as "
+                                    "multiprocessing's spawn does)")
         finally:
             receive.close()
         if kind == "error":
+            self._process.kill()
             self._process.join(timeout=5)
             raise UserError(value)
         self.port = value
@@ -234,11 +237,10 @@ class LiveViewer:
         wait_while_paused(self.paused, stop)
 
     def stop(self) -> None:
-        try:
-            self._updates.put(None, timeout=5)
-        except queue.Full:
-            pass
-        self._process.join(timeout=10)
+        if self._process.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._updates.put(None, timeout=5)
+            self._process.join(timeout=10)
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(timeout=5)

@@ -385,6 +385,23 @@ def test_train_viewer_sends_live_updates_and_pauses(tmp_path):
     assert not multiprocessing.active_children()  # the viewer's process ended with the run
 
 
+def test_live_viewer_start_failure_is_one_line_and_leaves_no_process():
+    """The viewer's process fails to start (here: the CUDA-only backend on a CPU machine): the trainer gets its
+    error as one line and no process is left behind."""
+    import multiprocessing
+
+    import torch
+
+    from esd_gs.errors import UserError
+    from esd_gs.viewer import LiveViewer
+
+    if torch.cuda.is_available():
+        pytest.skip("the gsplat backend starts on a CUDA machine")
+    with pytest.raises(UserError, match=r"^--viewer: the gsplat backend needs a CUDA device"):
+        LiveViewer(colored_blob_scene(), port=0, backend="gsplat")
+    assert not multiprocessing.active_children()
+
+
 def test_viewer_pause_holds_until_resumed_or_stopped():
     import threading
 
