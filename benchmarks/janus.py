@@ -210,7 +210,7 @@ def rate(flags: list[bool]) -> str:
 def table(results: dict) -> str:
     """A row per setting and method. 'no face' (no view matches a front view) is counted apart from Janus;
     the fidelity columns (match_rms over all seeds / over the consistent ones, i.e. one face and not Janus;
-    PSNR to the truth at the same views) are blank for rows run before they existed."""
+    PSNR to the truth at the same views) are blank for rows run before they existed; 'none': no consistent seed."""
     lines = ["| setting | method | Janus rate [95% CI] | no face [95% CI] | view variety | iv | iq | view error (deg) "
              "| match_rms all / consistent | PSNR (dB) | seeds |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -220,7 +220,7 @@ def table(results: dict) -> str:
             fidelity = "– | –"
             if len(m.get("psnr", [])) == len(m["janus"]):
                 consistent = [r for r, j, f in zip(m["match_rms"], m["janus"], no_face) if not (j or f)]
-                fidelity = (f"{np.mean(m['match_rms']):.3f} / {np.mean(consistent) if consistent else math.nan:.3f} "
+                fidelity = (f"{np.mean(m['match_rms']):.3f} / {f'{np.mean(consistent):.3f}' if consistent else 'none'} "
                             f"| {np.mean(m['psnr']):.1f}")
             lines.append(f"| {setting} | {method} | {rate(m['janus'])} | {rate(no_face)} "
                          f"| {np.mean(m['view_variety']):.2f} | {np.mean(m['iv']):.2f} | {np.mean(m['iq']):.2f} "
