@@ -150,15 +150,19 @@ def to_numpy(splats) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in splats.items()}
 
 
+def to_tensors(arrays: dict[str, np.ndarray], device: str) -> dict[str, Tensor]:
+    return {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+
+
 def serve_training(splats: dict[str, np.ndarray], device: str, port: int, max_resolution: int, backend: str,
                    paused, updates, ready) -> None:
     """The live viewer's process: serves `splats`, then each (splats, status) taken from `updates`, until a
     None or the trainer's end. Sends ("port", n) or ("error", why) through `ready` once started."""
     os.nice(10)  # the cores are training's: the viewer's renders and server wait for them
     torch.set_num_threads(1)
-    tensors = lambda arrays: {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}  # noqa: E731
     try:
-        viewer = Viewer(tensors(splats), port=port, max_resolution=max_resolution, backend=backend, paused=paused)
+        viewer = Viewer(to_tensors(splats, device), port=port, max_resolution=max_resolution, backend=backend,
+                        paused=paused)
     except ImportError as e:
         ready.send(("error", f"--viewer needs viser ({e.name} is missing): pip install 'esd-gs[viewer]'"))
         return
@@ -180,7 +184,7 @@ def serve_training(splats: dict[str, np.ndarray], device: str, port: int, max_re
                 continue
             if item is None:
                 break
-            viewer.update(tensors(item[0]), item[1])
+            viewer.update(to_tensors(item[0], device), item[1])
     finally:
         viewer.stop()
 

@@ -78,9 +78,11 @@ class Args:
     azimuths: list[float] = field(default_factory=lambda: [30.0, 160.0])
     elevation: float = 15.0
     install: bool = False
-    viewers: list[str] = field(default_factory=lambda: list(PAGES))
-    formats: list[str] = field(default_factory=lambda: list(FORMATS))
-    models: list[str] = field(default_factory=lambda: ["sh0", "sh3"])
+    viewers: list[Literal["gsplat.js", "mkkellogg", "playcanvas"]] = field(default_factory=lambda: list(PAGES))
+    formats: list[Literal["ply", "compressed-ply", "splat", "glb", "spz"]] = field(
+        default_factory=lambda: list(FORMATS))
+    models: list[Literal["sh0", "sh3"]] = field(default_factory=lambda: ["sh0", "sh3"])
+    """sh0: the splats cut to degree 0; sh3: with seeded degree-3 bands."""
     repeats: int = 1
     """Page loads of each file per view (each in a fresh browser context)."""
     delivery: Literal["paced", "whole"] = "paced"
@@ -164,7 +166,7 @@ def main() -> None:
     cams = make_cameras(torch.tensor(args.azimuths), torch.full((len(args.azimuths),), args.elevation), cfg.radius,
                         cfg.fovy_deg, args.resolution)
     source = {k: v.detach() for k, v in load_splats(resolve_ply(args.path), "cpu").items()}
-    models = {k: v for k, v in (("sh0", truncate_sh(source, 0)), ("sh3", with_sh3(source))) if k in args.models}
+    models = {k: truncate_sh(source, 0) if k == "sh0" else with_sh3(source) for k in args.models}
     root = Path(tempfile.mkdtemp(prefix="interop-"))
     try:
         for name in ("pages", "node_modules"):
