@@ -267,7 +267,7 @@ def test_densification_never_exceeds_the_cap_and_logs_its_gradients(tiny_sd, tmp
     from esd_gs.train import Trainer
 
     cfg = load_preset("sd21-esd")
-    cfg.model_path, cfg.output_dir, cfg.run_name, cfg.steps = str(tiny_sd), tmp_path, "cap", 40
+    cfg.model_path, cfg.output_dir, cfg.run_name, cfg.steps = str(tiny_sd), tmp_path, "cap", 31
     cfg.render.resolution, cfg.gaussians.num_points = 32, 400
     cfg.densify.refine_start_iter, cfg.densify.refine_every, cfg.densify.grow_top = 5, 5, 0.5
     cfg.densify.max_gaussians = 450

@@ -174,3 +174,38 @@ def test_synthetic_prior_mixes_view_weightings_and_perp_neg_trains(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert_clean_error(cli("train", *common), "--prior.perp-neg")  # the demo has no view prompts
     assert_clean_error(cli("train", *common[:-1], "--prior.grad-clip-final", "2"), "--prior.grad-clip")
+
+
+def test_a_cold_photo_cache_is_rendered_by_one_process_and_read_by_the_others(tmp_path, monkeypatch):
+    """While another process holds the photo set's lock (it is rendering), cached_photos waits and reads the file
+    that process wrote instead of rendering the same set again (a batch's workers on a cold cache did)."""
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    from esd_gs.synthetic import photos as photos_module
+
+    monkeypatch.setenv("ESD_GS_CACHE", str(tmp_path))
+    cfg = SyntheticConfig(num_images=4, resolution=16)
+    angles = photos_module.photo_angles(cfg)
+    path = photos_module.photo_cache_path(*angles, cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    theirs = torch.rand(4, 16, 16, 3)
+    holding = threading.Event()
+
+    def other_process():  # (a thread: filelock refuses a second lock of one file in one thread)
+        with FileLock(f"{path}.lock"):
+            holding.set()
+            time.sleep(0.3)
+            torch.save(theirs, path)
+
+    def no_second_render(*args, **kwargs):
+        raise AssertionError("rendered a photo set that another process was rendering")
+
+    monkeypatch.setattr(photos_module, "render_photos", no_second_render)
+    other = threading.Thread(target=other_process)
+    other.start()
+    holding.wait()
+    assert torch.equal(photos_module.cached_photos(*angles, cfg), theirs)
+    other.join()

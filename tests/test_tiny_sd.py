@@ -98,7 +98,7 @@ def _train_tiny_sd():
 
 
 @pytest.mark.slow
-def test_train_tiny_sd_is_deterministic_and_loads(tmp_path, monkeypatch):
+def test_train_tiny_sd_is_deterministic_and_loads(tmp_path):
     """The rebuild script, cut to a few steps, twice with one seed: identical weights, a folder the prior
     loads, marked as knowing the head; --check-only rewrites the card from the folder's own record."""
     from safetensors.torch import load_file
@@ -106,7 +106,6 @@ def test_train_tiny_sd_is_deterministic_and_loads(tmp_path, monkeypatch):
     from esd_gs.guidance.stable_diffusion import StableDiffusionPrior
     from esd_gs.worlds.stable_diffusion import knows_synthetic_head
 
-    monkeypatch.setenv("ESD_GS_CACHE", str(tmp_path / "cache"))
     tool = _train_tiny_sd()
     small = dict(photos=32, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4, check_samples=2, check_steps=3)
     tool.main(tool.Args(out=tmp_path / "a", **small))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from torch import Tensor
 
 from ..cameras import Cameras, make_cameras
@@ -46,23 +48,57 @@ def render_photos(splats, azimuth_deg: Tensor, elevation_deg: Tensor, cfg: Synth
     return render_frames(splats, cams, (background,) * 3, backend="torch", chunk=chunk, depth=False)[0].clamp(0, 1)
 
 
-def cached_photos(azimuth_deg: Tensor, elevation_deg: Tensor, cfg: SyntheticConfig) -> Tensor:
-    """render_photos of the head, cached under $ESD_GS_CACHE (default ~/.cache/esd-gs): rendering ~1000
-    views costs seconds to tens of seconds on a CPU."""
+def photo_cache_path(azimuth_deg: Tensor, elevation_deg: Tensor, cfg: SyntheticConfig) -> Path:
+    """Where cached_photos keeps this photo set: $ESD_GS_CACHE (default ~/.cache/esd-gs)/photos-KEY.pt."""
     key = hashlib.sha256(repr((PHOTOS_VERSION, azimuth_deg.tolist(), elevation_deg.tolist(), cfg.resolution,
                                cfg.radius, cfg.fovy_deg)).encode()).hexdigest()[:16]
-    path = Path(os.environ.get("ESD_GS_CACHE", Path.home() / ".cache" / "esd-gs")) / f"photos-{key}.pt"
+    return Path(os.environ.get("ESD_GS_CACHE", Path.home() / ".cache" / "esd-gs")) / f"photos-{key}.pt"
+
+
+def cached_photos(azimuth_deg: Tensor, elevation_deg: Tensor, cfg: SyntheticConfig) -> Tensor:
+    """render_photos of the head, cached on disk (photo_cache_path): rendering ~1000 views costs seconds to
+    tens of seconds on a CPU. Processes that meet a cold cache at once (a batch's workers) render it once: the
+    first renders under a file lock, the others wait for it and read its file."""
+    path = photo_cache_path(azimuth_deg, elevation_deg, cfg)
+    photos = _read_cache(path)
+    if photos is not None:
+        return photos
+    with _render_lock(path):
+        photos = _read_cache(path)  # rendered by whoever held the lock
+        if photos is not None:
+            return photos
+        photos = render_photos(head_splats(), azimuth_deg, elevation_deg, cfg)
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(photos, tmp)
+        except (RuntimeError, UserError) as e:  # a read-only or full cache only costs time (atomic_path turns
+            # file-system errors into UserError; torch.save reports a full disk as RuntimeError)
+            warnings.warn(f"could not cache the photo set in {path.parent} "
+                          f"({str(e).strip().splitlines()[-1][:120]}); it is rendered again next time")
+    return photos
+
+
+def _read_cache(path: Path) -> Tensor | None:
     if path.is_file():
         try:
             return torch.load(path, weights_only=True)
         except Exception:
             pass  # unreadable cache: render again
-    photos = render_photos(head_splats(), azimuth_deg, elevation_deg, cfg)
+    return None
+
+
+@contextlib.contextmanager
+def _render_lock(path: Path):
+    """An exclusive lock on PATH.lock while the photos are rendered; none where the cache cannot hold a lock
+    file (read-only, full): then every process renders for itself, as before."""
+    lock = FileLock(f"{path}.lock")
     try:
-        with atomic_path(path) as tmp:
-            torch.save(photos, tmp)
-    except (RuntimeError, UserError) as e:  # a read-only or full cache only costs time (atomic_path turns
-        # file-system errors into UserError; torch.save reports a full disk as RuntimeError)
-        warnings.warn(f"could not cache the photo set in {path.parent} ({str(e).strip().splitlines()[-1][:120]}); "
-                      "it is rendered again next time")
-    return photos
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError:
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
