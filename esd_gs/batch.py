@@ -339,33 +339,32 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
     ray.init(address=address or ("local" if started_here else None), num_cpus=num_cpus if started_here else None,
              include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}})
-    task = ray.remote(train_job)
-    asks = {job.index: {"num_gpus": gpus_per_job, "num_cpus": 1} if job.gpu else {"num_cpus": cpus_per_job}
-            for job in pending}
-    try:
-        check_schedulable(pending, asks, ray.cluster_resources())
-    except UserError:
-        shutdown()
-        raise
-    refs, started = {}, {}
-    for job in pending:
-        refs[task.options(**asks[job.index], max_retries=0).remote(job.argv, str(job.run_dir), threads)] = job
-        started[job.index] = time.time()
-        rows[job.index] = row(job, "submitted")
-    write_index(batch_dir, list(rows.values()))
-    live = sys.stderr.isatty()
-    bar = tqdm(total=len(planned), initial=len(planned) - len(pending), desc="batch", unit="job",
-               disable=not progress, dynamic_ncols=True)
-    counts = {"done": sum(r["status"] == "done" for r in rows.values()),
-              "failed": sum(r["status"] == "failed" for r in rows.values())}
+    # SIGTERM (a scheduler, `kill`) stops as Ctrl-C does; installed before the first job is submitted (and
+    # the index says so), replacing the crash handler ray.init installs (a stack dump and exit 15)
     received, previous = [signal.SIGINT], None
-    if threading.current_thread() is threading.main_thread():  # SIGTERM (a scheduler, `kill`) stops as Ctrl-C does
+    if threading.current_thread() is threading.main_thread():
         def on_term(signum, frame):
             received[0] = signum
             raise KeyboardInterrupt
         previous = signal.signal(signal.SIGTERM, on_term)
-    waiting = list(refs)
+    task = ray.remote(train_job)
+    asks = {job.index: {"num_gpus": gpus_per_job, "num_cpus": 1} if job.gpu else {"num_cpus": cpus_per_job}
+            for job in pending}
+    refs, started, waiting, bar = {}, {}, [], None
+    counts = {"done": sum(r["status"] == "done" for r in rows.values()),
+              "failed": sum(r["status"] == "failed" for r in rows.values())}
     try:
+        check_schedulable(pending, asks, ray.cluster_resources())
+        for job in pending:
+            ref = task.options(**asks[job.index], max_retries=0).remote(job.argv, str(job.run_dir), threads)
+            refs[ref] = job
+            waiting.append(ref)
+            started[job.index] = time.time()
+            rows[job.index] = row(job, "submitted")
+        write_index(batch_dir, list(rows.values()))
+        live = sys.stderr.isatty()
+        bar = tqdm(total=len(planned), initial=len(planned) - len(pending), desc="batch", unit="job",
+                   disable=not progress, dynamic_ncols=True)
         shown = None  # the counts last printed
         while waiting:
             finished, waiting = ray.wait(waiting, num_returns=1, timeout=2.0)
@@ -393,16 +392,18 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
     except KeyboardInterrupt:
         for ref in waiting:
             ray.cancel(ref)
-        for ref in waiting:
-            rows[refs[ref].index] = row(refs[ref], "interrupted")
+        stopped = [job for job in pending if rows[job.index]["status"] in ("pending", "submitted")]
+        for job in stopped:  # (a stop during submission leaves some never submitted: interrupted too)
+            rows[job.index] = row(job, "interrupted")
         write_index(batch_dir, list(rows.values()))
-        raise Interrupted(f"batch stopped: {counts['done']} done, {counts['failed']} failed, {len(waiting)} "
+        raise Interrupted(f"batch stopped: {counts['done']} done, {counts['failed']} failed, {len(stopped)} "
                           "interrupted (each keeps its last checkpoint); rerun the same command to continue",
                           received[0]) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        bar.close()
+        if bar is not None:
+            bar.close()
         shutdown()
     return [rows[i] for i in sorted(rows)]
 

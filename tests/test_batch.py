@@ -74,14 +74,27 @@ def wait_for_a_row(batch_dir, status: str, driver: subprocess.Popen, timeout: fl
 
 
 @pytest.mark.slow
-def test_batch_on_a_local_ray_cluster_survives_a_killed_driver(tmp_path):
+def test_batch_on_a_local_ray_cluster_survives_a_killed_driver(tmp_path, monkeypatch):
     """Three seeds of one prompt on 2 CPUs and a job with a bad flag that fails alone; the driver is SIGKILLed
     after the first run finishes: none of the Ray processes it started outlives it (issue 26, item 7), and the
     same command run again finishes the rest without training the finished runs again. Meanwhile a cluster
     address that `ray start` recorded is left behind (a dead one): a batch without --address starts its own
-    instance and never joins it (ray.init(None) did, and failed)."""
+    instance and never joins it (ray.init(None) did, and failed). The rerun's driver stops on SIGTERM from
+    the moment its index says a job was submitted (until then Ray's crash handler had SIGTERM: a stack dump)."""
+    import esd_gs.batch
+
+    handlers = []
+
+    def write_index(batch_dir, rows):
+        if any(r["status"] == "submitted" for r in rows):
+            handlers.append(signal.getsignal(signal.SIGTERM))
+        write_index_unchanged(batch_dir, rows)
+
+    write_index_unchanged = esd_gs.batch.write_index
+    monkeypatch.setattr(esd_gs.batch, "write_index", write_index)
     with recorded_cluster_address(f"127.0.0.1:{free_port()}"):
         killed_driver_then_rerun(tmp_path)
+    assert handlers and all(getattr(h, "__name__", None) == "on_term" for h in handlers), handlers
 
 
 @contextlib.contextmanager
