@@ -63,6 +63,29 @@ def test_a_run_folder_takes_one_worker(tmp_path):
         pass
 
 
+def test_the_driver_renders_each_photo_set_once_before_the_workers_start(tmp_path, monkeypatch):
+    """A local batch renders the synthetic jobs' photo sets (the prior's, the truth's views) into the cache
+    before submitting: one render per distinct data setting, none for a Stable Diffusion job."""
+    import torch
+
+    from esd_gs.batch import plan, render_photo_sets
+    from esd_gs.synthetic import photos
+    from esd_gs.synthetic.janus import truth_views
+
+    monkeypatch.setenv("ESD_GS_CACHE", str(tmp_path / "cache"))
+    small = ["--synthetic.num-images", "8", "--synthetic.resolution", "8", "--render.resolution", "8"]
+    jobs = plan([{"prompt": "a head", "seed": 0}, {"prompt": "a head", "seed": 1},
+                 {"prompt": "a head", "synthetic.data-seed": 5}, {"prompt": "a corgi", "world": "stable-diffusion", "synthetic.data-seed": 7}],
+                ["--preset", "demo", *small], tmp_path / "b")
+    rendered = []
+    monkeypatch.setattr(photos, "render_photos", lambda splats, az, el, cfg: rendered.append(len(az)) or
+                        torch.zeros(len(az), cfg.resolution, cfg.resolution, 3))
+    render_photo_sets(jobs)
+    assert sorted(rendered) == [8, 8, len(truth_views(jobs[0].synthetic)[0])]  # 2 data seeds, 1 truth
+    render_photo_sets(jobs)  # all cached now
+    assert len(rendered) == 3
+
+
 def wait_for_a_row(batch_dir, status: str, driver: subprocess.Popen, timeout: float = 600) -> None:
     """Until the batch's index has a row with this status (or the driver ended, or the timeout)."""
     deadline = time.time() + timeout

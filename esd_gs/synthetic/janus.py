@@ -60,10 +60,16 @@ def _arcs(flags: list[bool]) -> int:
     return sum(1 for i, f in enumerate(flags) if f and not flags[i - 1])
 
 
+def truth_views(cfg: SyntheticConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The true head seen from every ALIGN_STEP_DEG of azimuth at the report's elevation: (azimuths, images),
+    rendered once into the photo cache."""
+    fine_az = torch.arange(-180.0, 180.0, ALIGN_STEP_DEG)
+    return fine_az, cached_photos(fine_az, torch.full_like(fine_az, VIEW_ELEVATION_DEG), cfg)
+
+
 def janus_report(splats, cfg: SyntheticConfig | None = None) -> dict:
     cfg = cfg or SyntheticConfig()
-    fine_az = torch.arange(-180.0, 180.0, ALIGN_STEP_DEG)
-    fine = cached_photos(fine_az, torch.full_like(fine_az, VIEW_ELEVATION_DEG), cfg)  # the truth's: on disk once
+    fine_az, fine = truth_views(cfg)
     every = round(REFERENCE_STEP_DEG / ALIGN_STEP_DEG)
     ref_az, refs = fine_az[::every], fine[::every]
     az = view_azimuths()
