@@ -102,8 +102,8 @@ FAIR = ["--synthetic.front-share", "0.25", *NO_PROMPTS]
 # network changes no setting's runs.
 CLASS_EMBEDDING = ["--variational.no-camera-map", "--variational.camera-frequencies", "0",
                    "--synthetic.unet-prediction", "epsilon"]
-CAMERA_MAP = ["--variational.camera-map", "--variational.camera-map-grid", "0", "--variational.camera-frequencies",
-              "0", "--synthetic.unet-prediction", "epsilon"]
+CAMERA_MAP = ["--variational.camera-map", "--variational.camera-map-grid", "0", "--variational.camera-map-pins", "0",
+              "--variational.camera-frequencies", "0", "--synthetic.unet-prediction", "epsilon"]
 
 EXACT_LONG = ["--steps", "1200", "--prior.anneal-step", "600", "--densify.refine-stop-iter", "900",
               "--synthetic.bank-refresh-every", "4"]
