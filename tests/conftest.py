@@ -45,6 +45,17 @@ def cli(*args) -> CliResult:
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def load_script(relative_path: str, name: str):
+    """A script of the repository (tools/, benchmarks/) imported as the module `name`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / relative_path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now."""
     import socket

@@ -1,23 +1,16 @@
 """The benchmarks' definitions (benchmarks/janus.py): a row measures what its setting names."""
 
-import importlib.util
-import sys
-
 import pytest
 
 from esd_gs.args import parse_train_args
 from esd_gs.batch import job_flags
 
-from conftest import REPO
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def janus():
-    spec = importlib.util.spec_from_file_location("janus_benchmark", REPO / "benchmarks" / "janus.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/janus.py", "janus_benchmark")
 
 
 def camera_network(cfg) -> tuple:

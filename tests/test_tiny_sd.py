@@ -2,14 +2,12 @@
 shows it knows the head, and the product's real path turns it into the head (the first behaviour test of
 that path; the random-weight pipelines of test_guidance check shapes only)."""
 
-import importlib.util
 import json
-import sys
 
 import pytest
 import torch
 
-from conftest import REPO, cli
+from conftest import cli, load_script
 from esd_gs.weights import SHIPPED_MODELS
 
 TINY_SD = SHIPPED_MODELS["tiny-sd"]
@@ -89,14 +87,6 @@ def test_sds_through_the_real_path_moves_renders_to_the_head(tmp_path):
     assert not after["janus"]
 
 
-def _train_tiny_sd():
-    spec = importlib.util.spec_from_file_location("train_tiny_sd", REPO / "tools" / "train_tiny_sd.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_train_tiny_sd_is_deterministic_and_loads(tmp_path):
     """The rebuild script, cut to a few steps, twice with one seed: identical weights, a folder the prior
@@ -106,7 +96,7 @@ def test_train_tiny_sd_is_deterministic_and_loads(tmp_path):
     from esd_gs.guidance.stable_diffusion import StableDiffusionPrior
     from esd_gs.worlds.stable_diffusion import knows_synthetic_head
 
-    tool = _train_tiny_sd()
+    tool = load_script("tools/train_tiny_sd.py", "train_tiny_sd")
     small = dict(photos=32, vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4, check_samples=2, check_steps=3)
     tool.main(tool.Args(out=tmp_path / "a", **small))
     cfg = tool.SyntheticConfig(num_images=small["photos"], front_share=0.25)  # the run's photo set
