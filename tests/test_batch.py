@@ -75,7 +75,8 @@ def test_the_driver_renders_each_photo_set_once_before_the_workers_start(tmp_pat
     monkeypatch.setenv("ESD_GS_CACHE", str(tmp_path / "cache"))
     small = ["--synthetic.num-images", "8", "--synthetic.resolution", "8", "--render.resolution", "8"]
     jobs = plan([{"prompt": "a head", "seed": 0}, {"prompt": "a head", "seed": 1},
-                 {"prompt": "a head", "synthetic.data-seed": 5}, {"prompt": "a corgi", "world": "stable-diffusion", "synthetic.data-seed": 7}],
+                 {"prompt": "a head", "synthetic.data-seed": 5},
+                 {"prompt": "a corgi", "world": "stable-diffusion", "synthetic.data-seed": 7}],
                 ["--preset", "demo", *small], tmp_path / "b")
     rendered = []
     monkeypatch.setattr(photos, "render_photos", lambda splats, az, el, cfg: rendered.append(len(az)) or
