@@ -184,7 +184,8 @@ class Job:
     run_dir: Path | None = None
     gpu: bool = False
     error: str | None = None
-    synthetic: SyntheticConfig | None = None  # the synthetic world's data settings (its photo sets)
+    photos: SyntheticConfig | None = None  # the synthetic world's data settings: its prior's photo set
+    truth: SyntheticConfig | None = None  # where the Janus report renders the true head (synthetic world, tiny-sd)
 
 
 def plan(jobs: list[dict], shared_flags: list[str], batch_dir: Path) -> list[Job]:
@@ -192,6 +193,7 @@ def plan(jobs: list[dict], shared_flags: list[str], batch_dir: Path) -> list[Job
     from .args import parse_train_args
     from .config import validate
     from .train import default_run_name
+    from .worlds.stable_diffusion import DEFAULT_MODEL, knows_synthetic_head
 
     planned, names = [], set()
     for i, settings in enumerate(jobs):
@@ -202,7 +204,9 @@ def plan(jobs: list[dict], shared_flags: list[str], batch_dir: Path) -> list[Job
             validate(cfg)
             name = cfg.run_name or default_run_name(cfg)
             job.gpu = cfg.world == "stable-diffusion" and cfg.device != "cpu"  # tiny-sd runs say cpu
-            job.synthetic = cfg.synthetic if cfg.world == "synthetic" else None
+            job.photos = cfg.synthetic if cfg.world == "synthetic" else None
+            if job.photos or knows_synthetic_head(cfg.model_path or DEFAULT_MODEL):
+                job.truth = cfg.synthetic
         except UserError as e:  # this job fails alone, under its own name where it gave one
             job.error, name = str(e), str(settings.get("run_name") or f"job{i}")
         base, k = name, 2
@@ -215,18 +219,20 @@ def plan(jobs: list[dict], shared_flags: list[str], batch_dir: Path) -> list[Job
 
 
 def render_photo_sets(jobs: list[Job]) -> None:
-    """The synthetic world's photo sets that the jobs read from the cache (the prior's photos, the Janus
-    report's views of the truth), rendered here with every core: on a cold cache one worker would render
+    """The photo sets that the jobs read from the cache (the synthetic world's prior photos, the Janus
+    report's views of the truth, for tiny-sd runs too), rendered here with every core: on a cold cache one worker would render
     each with its single thread while the others wait (the demo's 1024 photos: 20 s on a 2-core CPU)."""
     from .synthetic.janus import truth_views
     from .synthetic.photos import cached_photos, photo_angles
 
-    seen = []
+    photos, truths = [], []
     for job in jobs:
-        if job.synthetic is not None and job.synthetic not in seen:
-            seen.append(job.synthetic)
-            cached_photos(*photo_angles(job.synthetic), job.synthetic)
-            truth_views(job.synthetic)
+        if job.photos is not None and job.photos not in photos:
+            photos.append(job.photos)
+            cached_photos(*photo_angles(job.photos), job.photos)
+        if job.truth is not None and job.truth not in truths:
+            truths.append(job.truth)
+            truth_views(job.truth)
 
 
 def run_state(run_dir: Path) -> str:

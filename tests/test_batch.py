@@ -64,8 +64,9 @@ def test_a_run_folder_takes_one_worker(tmp_path):
 
 
 def test_the_driver_renders_each_photo_set_once_before_the_workers_start(tmp_path, monkeypatch):
-    """A local batch renders the synthetic jobs' photo sets (the prior's, the truth's views) into the cache
-    before submitting: one render per distinct data setting, none for a Stable Diffusion job."""
+    """A local batch renders the jobs' photo sets into the cache before submitting: the synthetic world's
+    prior photos, one render per distinct data setting, and the truth's views for every job that a Janus
+    report measures (tiny-sd knows the head; sd21-base does not)."""
     import torch
 
     from esd_gs.batch import plan, render_photo_sets
@@ -76,15 +77,19 @@ def test_the_driver_renders_each_photo_set_once_before_the_workers_start(tmp_pat
     small = ["--synthetic.num-images", "8", "--synthetic.resolution", "8", "--render.resolution", "8"]
     jobs = plan([{"prompt": "a head", "seed": 0}, {"prompt": "a head", "seed": 1},
                  {"prompt": "a head", "synthetic.data-seed": 5},
-                 {"prompt": "a corgi", "world": "stable-diffusion", "synthetic.data-seed": 7}],
+                 {"prompt": "a corgi", "world": "stable-diffusion", "synthetic.data-seed": 7},
+                 {"prompt": "a head", "world": "stable-diffusion", "model_path": "tiny-sd", "device": "cpu",
+                  "synthetic.resolution": 16}],
                 ["--preset", "demo", *small], tmp_path / "b")
     rendered = []
     monkeypatch.setattr(photos, "render_photos", lambda splats, az, el, cfg: rendered.append(len(az)) or
                         torch.zeros(len(az), cfg.resolution, cfg.resolution, 3))
     render_photo_sets(jobs)
-    assert sorted(rendered) == [8, 8, len(truth_views(jobs[0].synthetic)[0])]  # 2 data seeds, 1 truth
+    assert not any(job.error for job in jobs), [job.error for job in jobs]
+    views = len(truth_views(jobs[0].truth)[0])
+    assert sorted(rendered) == [8, 8, views, views]  # 2 data seeds; the truth at resolutions 8 and 16
     render_photo_sets(jobs)  # all cached now
-    assert len(rendered) == 3
+    assert len(rendered) == 4
 
 
 def wait_for_a_row(batch_dir, status: str, driver: subprocess.Popen, timeout: float = 600) -> None:
