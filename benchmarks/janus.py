@@ -100,8 +100,8 @@ NO_PROMPTS = ["--prior.no-view-dependent-prompt"]
 FAIR = ["--synthetic.front-share", "0.25", *NO_PROMPTS]
 # The learned variational networks, each spelled out in full so that a change of the demo preset's
 # network changes no setting's runs.
-CLASS_EMBEDDING = ["--variational.no-camera-map", "--variational.camera-frequencies", "0",
-                   "--synthetic.unet-prediction", "epsilon"]
+CLASS_EMBEDDING = ["--variational.no-camera-map", "--variational.camera-map-pins", "0", "--variational.camera-frequencies",
+                   "0", "--synthetic.unet-prediction", "epsilon"]
 CAMERA_MAP = ["--variational.camera-map", "--variational.camera-map-grid", "0", "--variational.camera-map-pins", "0",
               "--variational.camera-frequencies", "0", "--synthetic.unet-prediction", "epsilon"]
 
@@ -116,7 +116,8 @@ def v_camera_map(grid: int, pins: int = 0) -> list[str]:
             str(pins), "--variational.camera-frequencies", "4", "--synthetic.unet-prediction", "v_prediction"]
 
 
-SD_CLASS_EMBEDDING = ["--variational.no-camera-map", "--variational.camera-frequencies", "0"]
+SD_CLASS_EMBEDDING = ["--variational.no-camera-map", "--variational.camera-map-pins", "0",
+                      "--variational.camera-frequencies", "0"]
 SD_PINS = ["--variational.camera-map", "--variational.camera-map-grid", "16", "--variational.camera-map-pins", "64",
            "--variational.camera-frequencies", "4"]
 VARIATIONAL = ["vsd", "esd_lam0.5", "esd_lam1.0"]

@@ -220,7 +220,8 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"variational.camera_map_pins must be >= 0 and camera_map_sharpness positive (got "
                         f"{var.camera_map_pins}, {var.camera_map_sharpness})")
     if var.camera_map_pins and not var.camera_map:
-        raise UserError("variational.camera_map_pins shapes the camera map: add --variational.camera-map")
+        raise UserError(f"variational.camera_map_pins ({var.camera_map_pins}) shapes the camera map, which is off: add "
+                        "--variational.camera-map, or --variational.camera-map-pins 0 for none")
     if cfg.render.batch_size <= 0:
         raise UserError(f"render.batch_size must be positive (got {cfg.render.batch_size})")
     if cfg.world == "synthetic" and cfg.render.resolution != cfg.synthetic.resolution:
