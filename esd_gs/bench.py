@@ -263,20 +263,20 @@ def bench_step(args: StepArgs) -> dict:
             prior = None if args.model_path else sd21_base_random(args.channel_scale, cfg.render.resolution,
                                                                   device, dtype)
             world = StableDiffusionWorld(cfg, device, prior)
-        trainer = Trainer(cfg, world)
-        for _ in range(args.warmup):
-            trainer.train_step()
-        flops = None
-        if args.full_size:
-            with FlopCounterMode(display=False) as counter:
+        with Trainer(cfg, world) as trainer:
+            for _ in range(args.warmup):
                 trainer.train_step()
-            flops = counter.get_total_flops()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        step_ms = _timed_steps(trainer, args.steps, device)
-        trainer.timer.enabled = True
-        synced_ms = _timed_steps(trainer, args.steps, device)
-        n_gaussians = len(trainer.splats["means"])
+            flops = None
+            if args.full_size:
+                with FlopCounterMode(display=False) as counter:
+                    trainer.train_step()
+                flops = counter.get_total_flops()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            step_ms = _timed_steps(trainer, args.steps, device)
+            trainer.timer.enabled = True
+            synced_ms = _timed_steps(trainer, args.steps, device)
+            n_gaussians = len(trainer.splats["means"])
     result = {
         "bench": "step", "guidance": args.guidance, "full_size": args.full_size, "device": device_name(device),
         "dtype": str(dtype).removeprefix("torch."), "resolution": cfg.render.resolution,

@@ -335,7 +335,17 @@ class Trainer:
         try:
             return self._train()
         finally:
-            self._lock.release()
+            self.close()
+
+    def close(self) -> None:
+        """Unlocks the run folder: for code that drives train_step itself (train() does it when it ends)."""
+        self._lock.release()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _train(self) -> dict:
         """Runs to cfg.steps and writes the outputs. Ctrl-C or SIGTERM (a cluster's scheduler, `kill`) stops at

@@ -44,3 +44,21 @@ def test_every_setting_spells_its_network_out_whatever_the_preset_says(janus):
             assert camera_network(under_other) == camera_network(cfg), (setting, method)
             checked += 1
     assert checked >= 20
+
+
+def test_fairness_summary_against_hand_computation():
+    """benchmarks/tiny_sd_fairness.py: two equally full bins give log 2 / log 8 = 1/3 of uniform's entropy,
+    Miller-Madow adds (bins used - 1) / 2n nats, and the front share counts |azimuth| < 45 deg."""
+    import math
+
+    import numpy as np
+
+    fairness = load_script("benchmarks/tiny_sd_fairness.py", "tiny_sd_fairness")
+    azimuths = np.array([10.0, 20.0, 30.0, 40.0, 190.0, 200.0, 210.0, 220.0])  # bins 4 and 0 (190 = -170)
+    s = fairness.summarize(azimuths, bootstrap=200)
+    assert s["hist"] == [4, 0, 0, 0, 4, 0, 0, 0]
+    assert s["entropy_ratio"] == pytest.approx(1 / 3)
+    assert s["entropy_ratio_miller_madow"] == pytest.approx(1 / 3 + 1 / 16 / math.log(8))
+    assert s["front_share"] == 0.5
+    lo, hi = s["entropy_ratio_ci95"]
+    assert 0 <= lo <= s["entropy_ratio"] <= hi <= 1 / 3 + 1e-9  # resampling two bins never beats an even split

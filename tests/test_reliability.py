@@ -495,3 +495,23 @@ def test_a_run_killed_while_finishing_is_not_done_and_resume_finishes_it(tmp_pat
     result = Trainer(quick(tmp_path, steps=10, resume=True)).train()
     assert result["steps"] == 10 and steps_of(run_dir) == list(range(1, 11))
     assert (run_dir / "janus.json").is_file() and run_state(run_dir) == "done"
+
+
+def test_a_trainer_driven_step_by_step_unlocks_its_folder_when_closed(tmp_path):
+    """`with Trainer(cfg) as trainer:` (esd-gs bench drives train_step itself): the run folder is locked inside
+    the block, as for a run that trains, and free after it."""
+    import fcntl
+
+    def locked_elsewhere(run_dir) -> bool:
+        with open(run_dir / ".lock") as f:  # another open file: flock conflicts with this process's own lock
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+
+    with Trainer(quick(tmp_path, steps=2)) as trainer:
+        trainer.train_step()
+        assert locked_elsewhere(trainer.run_dir)
+    assert not locked_elsewhere(trainer.run_dir)
