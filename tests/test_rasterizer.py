@@ -146,3 +146,21 @@ def test_numba_threads_follow_torch(threads):
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_NUM_THREADS": str(threads)},
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == [str(threads), "1"]
+
+
+def test_pairs_skipped_without_exp_are_below_the_alpha_threshold():
+    """The kernels skip a pair when its Mahalanobis term exceeds sigma_reach, before any exp: every such pair
+    has alpha < 1/255 in float32 (so the image is the one of testing every pair), and the reach is not loose
+    (a pair just inside it can still pass the alpha test)."""
+    import numpy as np
+
+    from esd_gs.render.composite import ALPHA_THRESHOLD, sigma_reach
+
+    opac = np.random.default_rng(0).uniform(0.0, 1.0, 100_000).astype(np.float32)
+    opac[:3] = [0.0, ALPHA_THRESHOLD, 1.0]
+    reach = sigma_reach(opac)
+    # the smallest float32 sigma skipped (a negative sigma is skipped anyway: a reach below 0 skips every pair)
+    beyond = np.maximum(np.nextafter(reach.astype(np.float32), np.float32(np.inf)), np.float32(0.0))
+    assert np.all(opac * np.exp(-beyond) < np.float32(ALPHA_THRESHOLD))
+    inside = opac > 2 * ALPHA_THRESHOLD
+    assert np.all(opac[inside] * np.exp(-(reach[inside] - 2e-4).astype(np.float32)) >= np.float32(ALPHA_THRESHOLD))

@@ -1,7 +1,8 @@
 """Front-to-back alpha compositing on the CPU: gsplat's per-pixel kernels, compiled with numba.
 
 `RasterizeToPixels3DGSFwd.cu` / `...Bwd.cu` in gsplat 1.5.3, one tile per parallel task instead of one
-CUDA block: each pixel walks its tile's depth-sorted Gaussian list, skips alpha < 1/255, stops before
+CUDA block: each pixel walks its tile's depth-sorted Gaussian list, skips alpha < 1/255 (without an exp
+where the Mahalanobis term alone says so), stops before
 the Gaussian that would bring transmittance to <= 1e-4 and remembers the last one it used; the backward
 pass walks the same list back to front from there. A tile owns its slice of the pair list, so per-pair
 gradients are written without races; autograd scatters them back to the Gaussians.
@@ -29,7 +30,7 @@ numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
 
 
 @numba.njit(parallel=True, cache=True)
-def _forward(mu, con, opac, col, tile_start, tile_end, tiles_x, tiles_y, tile_size, width, height,
+def _forward(mu, con, opac, col, reach, tile_start, tile_end, tiles_x, tiles_y, tile_size, width, height,
              out_col, out_trans, last):
     D = col.shape[1]
     per_cam = tiles_x * tiles_y
@@ -46,8 +47,10 @@ def _forward(mu, con, opac, col, tile_start, tile_end, tiles_x, tiles_y, tile_si
                 for i in range(tile_start[tile], tile_end[tile]):
                     dx, dy = mu[i, 0] - cx, mu[i, 1] - cy
                     sigma = 0.5 * (con[i, 0] * dx * dx + con[i, 2] * dy * dy) + con[i, 1] * dx * dy
+                    if sigma < 0.0 or sigma > reach[i]:  # alpha < 1/255 for sure: no exp
+                        continue
                     alpha = min(MAX_ALPHA, opac[i] * np.exp(-sigma))
-                    if sigma < 0.0 or alpha < ALPHA_THRESHOLD:
+                    if alpha < ALPHA_THRESHOLD:
                         continue
                     next_T = T * (1.0 - alpha)
                     if next_T <= TRANSMITTANCE_STOP:
@@ -64,7 +67,7 @@ def _forward(mu, con, opac, col, tile_start, tile_end, tiles_x, tiles_y, tile_si
 
 
 @numba.njit(parallel=True, cache=True)
-def _backward(mu, con, opac, col, tile_start, tiles_x, tiles_y, tile_size, width, height,
+def _backward(mu, con, opac, col, reach, tile_start, tiles_x, tiles_y, tile_size, width, height,
               out_trans, last, v_col_out, v_trans_out, v_mu, v_con, v_opac, v_col):
     D = col.shape[1]
     per_cam = tiles_x * tiles_y
@@ -82,9 +85,11 @@ def _backward(mu, con, opac, col, tile_start, tiles_x, tiles_y, tile_size, width
                 for i in range(last[cam, py, px], tile_start[tile] - 1, -1):
                     dx, dy = mu[i, 0] - cx, mu[i, 1] - cy
                     sigma = 0.5 * (con[i, 0] * dx * dx + con[i, 2] * dy * dy) + con[i, 1] * dx * dy
+                    if sigma < 0.0 or sigma > reach[i]:
+                        continue
                     vis = np.exp(-sigma)
                     alpha = min(MAX_ALPHA, opac[i] * vis)
-                    if sigma < 0.0 or alpha < ALPHA_THRESHOLD:
+                    if alpha < ALPHA_THRESHOLD:
                         continue
                     ra = 1.0 / (1.0 - alpha)
                     T *= ra  # transmittance in front of Gaussian i
@@ -105,6 +110,14 @@ def _backward(mu, con, opac, col, tile_start, tiles_x, tiles_y, tile_size, width
                         v_opac[i] += vis * v_alpha
 
 
+def sigma_reach(opac: np.ndarray) -> np.ndarray:
+    """The Mahalanobis term beyond which a Gaussian's alpha is below 1/255 whatever rounding does: the kernels
+    skip such pairs (most of a tile's list for each pixel) without computing exp; the alpha test decides the
+    rest, so the result is the one of testing every pair."""
+    with np.errstate(divide="ignore"):
+        return np.log(opac.astype(np.float64) / ALPHA_THRESHOLD) + 1e-4
+
+
 def follow_torch_threads() -> None:
     """Use as many numba threads as torch does now (torch.set_num_threads may have changed it)."""
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
@@ -123,9 +136,10 @@ class CompositeTiles(torch.autograd.Function):
         out_trans = np.ones((C, height, width), dtype=dtype)
         last = np.empty((C, height, width), dtype=np.int64)
         starts, ends = tile_start.cpu().numpy(), tile_end.cpu().numpy()
+        reach = sigma_reach(arrays[2])
         follow_torch_threads()
-        _forward(*arrays, starts, ends, tiles_x, tiles_y, tile_size, width, height, out_col, out_trans, last)
-        ctx.arrays, ctx.starts, ctx.grid = arrays, starts, grid
+        _forward(*arrays, reach, starts, ends, tiles_x, tiles_y, tile_size, width, height, out_col, out_trans, last)
+        ctx.arrays, ctx.reach, ctx.starts, ctx.grid = arrays, reach, starts, grid
         ctx.out_trans, ctx.last, ctx.device, ctx.dtype = out_trans, last, mu.device, mu.dtype
         return torch.from_numpy(out_col).to(mu.device), torch.from_numpy(out_trans).to(mu.device)
 
@@ -136,6 +150,6 @@ class CompositeTiles(torch.autograd.Function):
         grads = [np.zeros_like(x) for x in ctx.arrays]
         v_col_out, v_trans_out = (g.detach().cpu().to(ctx.dtype).contiguous().numpy() for g in (v_col_out, v_trans_out))
         follow_torch_threads()
-        _backward(mu, con, opac, col, ctx.starts, tiles_x, tiles_y, tile_size, width, height,
+        _backward(mu, con, opac, col, ctx.reach, ctx.starts, tiles_x, tiles_y, tile_size, width, height,
                   ctx.out_trans, ctx.last, v_col_out, v_trans_out, *grads)
         return (*(torch.from_numpy(g).to(ctx.device) for g in grads), None, None, None)
