@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import tyro
 
@@ -27,7 +26,7 @@ from esd_gs.cameras import wrap_deg
 from esd_gs.io.atomic import write_json
 from esd_gs.synthetic.config import SyntheticConfig
 from esd_gs.synthetic.janus import BINS
-from esd_gs.synthetic.sd_check import classify_azimuths, reference_views, sample
+from esd_gs.synthetic.sd_check import azimuth_entropy_ratio, classify_azimuths, reference_views, sample
 from esd_gs.weights import SHIPPED_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,22 +44,18 @@ class Args:
     out: Path = REPO / "docs" / "results" / "tiny_sd_fairness.json"
 
 
-def entropy_ratio(counts: np.ndarray) -> float:
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum() / math.log(BINS))
-
-
-def summarize(azimuths: np.ndarray, bootstrap: int, seed: int = 0) -> dict:
-    """Histogram, plug-in and Miller-Madow entropy ratios, bootstrap interval, front share."""
-    bins = np.floor((wrap_deg(torch.from_numpy(azimuths)).numpy() + 180.0) / (360.0 / BINS)).astype(int) % BINS
-    counts = np.bincount(bins, minlength=BINS)
-    n, occupied = len(bins), int((counts > 0).sum())
-    rng = np.random.default_rng(seed)
-    boot = [entropy_ratio(np.bincount(rng.choice(bins, n), minlength=BINS)) for _ in range(bootstrap)]
-    return {"samples": n, "hist": counts.tolist(), "entropy_ratio": entropy_ratio(counts),
-            "entropy_ratio_ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
-            "entropy_ratio_miller_madow": entropy_ratio(counts) + (occupied - 1) / (2 * n) / math.log(BINS),
-            "front_share": float((np.abs(wrap_deg(torch.from_numpy(azimuths)).numpy()) < 45.0).mean())}
+def summarize(azimuths: torch.Tensor, bootstrap: int, seed: int = 0) -> dict:
+    """Histogram, plug-in (sd_check's, as on the model card) and Miller-Madow entropy ratios, a bootstrap
+    interval over the samples, front share."""
+    counts = torch.histc(wrap_deg(azimuths) + 180.0, bins=BINS, min=0.0, max=360.0)
+    n, occupied, ratio = len(azimuths), int((counts > 0).sum()), azimuth_entropy_ratio(azimuths)
+    rng = torch.Generator().manual_seed(seed)
+    boot = torch.tensor([azimuth_entropy_ratio(azimuths[torch.randint(n, (n,), generator=rng)])
+                         for _ in range(bootstrap)], dtype=torch.float64)
+    return {"samples": n, "hist": [int(c) for c in counts], "entropy_ratio": ratio,
+            "entropy_ratio_ci95": torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=boot.dtype)).tolist(),
+            "entropy_ratio_miller_madow": ratio + (occupied - 1) / (2 * n) / math.log(BINS),
+            "front_share": (wrap_deg(azimuths).abs() < 45.0).double().mean().item()}
 
 
 def main(args: Args) -> dict:
@@ -75,7 +70,7 @@ def main(args: Args) -> dict:
         images = sample(pipe, args.prompt, n, args.first_seed + k, args.steps, args.guidance)
         azimuths.append(classify_azimuths(images, references))
         print(f"{sum(map(len, azimuths))}/{args.samples} samples, {time.time() - t0:.0f} s", flush=True)
-    azimuths = torch.cat(azimuths).double().numpy()
+    azimuths = torch.cat(azimuths).double()
     result = {"model": "tiny-sd", "scheduler": type(pipe.scheduler).__name__, "prompt": args.prompt,
               "steps": args.steps, "guidance": args.guidance, "seeds": [args.first_seed, args.first_seed + k],
               "chunk": args.chunk, **summarize(azimuths, args.bootstrap), "seconds": time.time() - t0,

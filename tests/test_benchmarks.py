@@ -51,10 +51,11 @@ def test_fairness_summary_against_hand_computation():
     Miller-Madow adds (bins used - 1) / 2n nats, and the front share counts |azimuth| < 45 deg."""
     import math
 
-    import numpy as np
+    import torch
 
     fairness = load_script("benchmarks/tiny_sd_fairness.py", "tiny_sd_fairness")
-    azimuths = np.array([10.0, 20.0, 30.0, 40.0, 190.0, 200.0, 210.0, 220.0])  # bins 4 and 0 (190 = -170)
+    # bins 4 and 0 (190 deg = -170)
+    azimuths = torch.tensor([10.0, 20.0, 30.0, 40.0, 190.0, 200.0, 210.0, 220.0], dtype=torch.float64)
     s = fairness.summarize(azimuths, bootstrap=200)
     assert s["hist"] == [4, 0, 0, 0, 4, 0, 0, 0]
     assert s["entropy_ratio"] == pytest.approx(1 / 3)
