@@ -205,7 +205,7 @@ def plan(jobs: list[dict], shared_flags: list[str], batch_dir: Path) -> list[Job
             name = cfg.run_name or default_run_name(cfg)
             job.gpu = cfg.world == "stable-diffusion" and cfg.device != "cpu"  # tiny-sd runs say cpu
             job.photos = cfg.synthetic if cfg.world == "synthetic" else None
-            if job.photos or knows_synthetic_head(cfg.model_path or DEFAULT_MODEL):
+            if cfg.world == "synthetic" or knows_synthetic_head(cfg.model_path or DEFAULT_MODEL):
                 job.truth = cfg.synthetic
         except UserError as e:  # this job fails alone, under its own name where it gave one
             job.error, name = str(e), str(settings.get("run_name") or f"job{i}")
@@ -220,8 +220,8 @@ def plan(jobs: list[dict], shared_flags: list[str], batch_dir: Path) -> list[Job
 
 def render_photo_sets(jobs: list[Job]) -> None:
     """The photo sets that the jobs read from the cache (the synthetic world's prior photos, the Janus
-    report's views of the truth, for tiny-sd runs too), rendered here with every core: on a cold cache one worker would render
-    each with its single thread while the others wait (the demo's 1024 photos: 20 s on a 2-core CPU)."""
+    report's views of the truth, for tiny-sd runs too), rendered here with every core: on a cold cache one
+    worker would render each with its single thread while the others wait (the demo's 1024 photos: ~6 s)."""
     from .synthetic.janus import truth_views
     from .synthetic.photos import cached_photos, photo_angles
 
