@@ -267,6 +267,27 @@ def test_gpu_check_dry_run_writes_the_report(tmp_path, repo):
     assert (tmp_path / "gpu_check.log").exists()
 
 
+def test_gpu_check_parity_keeps_what_pytest_printed_when_cut_off(monkeypatch):
+    """A parity run that outlives its budget ends with pytest's own output in the error (the 2026-11-30 run
+    lost it to the phase's alarm), and a finished one reports pytest's last line."""
+    import subprocess
+
+    from conftest import load_script
+
+    check = load_script("benchmarks/gpu/check.py", "gpu_check")
+
+    def cut_off(command, **kw):
+        assert "--durations=0" in command and kw["timeout"] == 52
+        raise subprocess.TimeoutExpired(command, kw["timeout"], output=b"test_cuda.py::a PASSED\n")
+
+    monkeypatch.setattr(check.subprocess, "run", cut_off)
+    with pytest.raises(RuntimeError, match=r"stopped after 52 s; it had printed:\ntest_cuda.py::a PASSED"):
+        check.parity(52)
+    monkeypatch.setattr(check.subprocess, "run",
+                        lambda command, **kw: subprocess.CompletedProcess(command, 0, "x\n3 passed in 21.6s\n", ""))
+    assert check.parity(52) == {"exit_code": 0, "summary": "3 passed in 21.6s", "output_tail": "x\n3 passed in 21.6s"}
+
+
 def test_gpu_wheel_list_resolves(tmp_path, repo):
     """Every wheel the GPU machine needs exists for its Python 3.12 (asks PyPI; skipped offline)."""
     import socket
