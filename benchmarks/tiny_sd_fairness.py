@@ -26,7 +26,8 @@ from esd_gs.cameras import wrap_deg
 from esd_gs.io.atomic import write_json
 from esd_gs.synthetic.config import SyntheticConfig
 from esd_gs.synthetic.janus import BINS
-from esd_gs.synthetic.sd_check import azimuth_entropy_ratio, classify_azimuths, reference_views, sample
+from esd_gs.synthetic.sd_check import (azimuth_entropy_ratio, azimuth_histogram, classify_azimuths, reference_views,
+                                       sample)
 from esd_gs.weights import SHIPPED_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ class Args:
 def summarize(azimuths: torch.Tensor, bootstrap: int, seed: int = 0) -> dict:
     """Histogram, plug-in (sd_check's, as on the model card) and Miller-Madow entropy ratios, a bootstrap
     interval over the samples, front share."""
-    counts = torch.histc(wrap_deg(azimuths) + 180.0, bins=BINS, min=0.0, max=360.0)
+    counts = azimuth_histogram(azimuths)
     n, occupied, ratio = len(azimuths), int((counts > 0).sum()), azimuth_entropy_ratio(azimuths)
     rng = torch.Generator().manual_seed(seed)
     boot = torch.tensor([azimuth_entropy_ratio(azimuths[torch.randint(n, (n,), generator=rng)])

@@ -14,7 +14,7 @@ from esd_gs.cameras import make_cameras
 from esd_gs.io.ply import read_ply, write_ply
 from esd_gs.render import render
 
-from conftest import assert_clean_error, cli, free_port, run_cli
+from conftest import assert_clean_error, cli, free_port, load_script, run_cli
 from scenes import colored_blob_scene, surface_sphere
 
 
@@ -271,8 +271,6 @@ def test_gpu_check_parity_keeps_what_pytest_printed_when_cut_off(monkeypatch):
     """A parity run that outlives its budget ends with pytest's own output in the error (the 2026-11-30 run
     lost it to the phase's alarm), and a finished one reports pytest's last line."""
     import subprocess
-
-    from conftest import load_script
 
     check = load_script("benchmarks/gpu/check.py", "gpu_check")
 

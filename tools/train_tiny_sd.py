@@ -38,6 +38,7 @@ from esd_gs.cameras import view_direction
 from esd_gs.guidance.stable_diffusion import VIEW_SUFFIX
 from esd_gs.io.media import grid, save_png
 from esd_gs.synthetic.config import SyntheticConfig
+from esd_gs.synthetic.janus import BINS
 from esd_gs.synthetic.photos import cached_photos, photo_angles
 from esd_gs.synthetic.sd_check import VIEWS, check_pipeline, sampler_fairness
 from esd_gs.worlds.stable_diffusion import SYNTHETIC_HEAD
@@ -267,7 +268,7 @@ guidance 7.5): the samplers target one distribution, so their spread measures th
 | --- | --- | --- |
 {samplers}
 
-On {args.check_samples} samples the plug-in entropy reads low by about 7 / (2 x {args.check_samples}) nats
+On {args.check_samples} samples the plug-in entropy reads low by about {BINS - 1} / (2 x {args.check_samples}) nats
 and spreads by as much: `python benchmarks/tiny_sd_fairness.py` measures the PNDM row on 512 fresh samples,
 with an interval.
 

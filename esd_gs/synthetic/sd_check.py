@@ -54,8 +54,13 @@ def view_of(azimuth_deg: Tensor) -> list[str]:
     return view_direction(azimuth_deg, torch.zeros_like(azimuth_deg))
 
 
+def azimuth_histogram(azimuth_deg: Tensor) -> Tensor:
+    """Counts in the Janus metric's BINS azimuth bins, the first starting at -180 deg."""
+    return torch.histc(wrap_deg(azimuth_deg) + 180.0, bins=BINS, min=0.0, max=360.0)
+
+
 def azimuth_entropy_ratio(azimuth_deg: Tensor) -> float:
-    hist = torch.histc(wrap_deg(azimuth_deg) + 180.0, bins=BINS, min=0.0, max=360.0)
+    hist = azimuth_histogram(azimuth_deg)
     return entropy(hist / hist.sum()).item() / math.log(BINS)
 
 
@@ -88,7 +93,7 @@ def check_pipeline(pipe, prompt: str, n_view: int, n_plain: int, seed: int, cfg:
     report["view_accuracy"] = sum(report[f"{v}_accuracy"] for v in VIEWS) / len(VIEWS)
     samples["plain"] = sample(pipe, prompt, n_plain, seed + len(VIEWS), steps)
     azimuths = classify_azimuths(samples["plain"], references)
-    report["plain_azimuth_hist"] = torch.histc(wrap_deg(azimuths) + 180.0, bins=BINS, min=0.0, max=360.0).tolist()
+    report["plain_azimuth_hist"] = azimuth_histogram(azimuths).tolist()
     report["plain_entropy_ratio"] = azimuth_entropy_ratio(azimuths)
     if photos is not None and held_out is not None:
         report["sample_nearest_photo_rms"] = nearest(samples["plain"], photos)[1].median().item()
@@ -109,8 +114,7 @@ def sampler_fairness(pipe, prompt: str, n: int, seed: int, cfg: SyntheticConfig,
                                                                             EulerAncestralDiscreteScheduler)):
             pipe.scheduler = kind.from_config(original.config)
             azimuths = classify_azimuths(sample(pipe, prompt, n, seed, steps), references)
-            out[name] = {"entropy_ratio": azimuth_entropy_ratio(azimuths), "hist": torch.histc(
-                wrap_deg(azimuths) + 180.0, bins=BINS, min=0.0, max=360.0).tolist()}
+            out[name] = {"entropy_ratio": azimuth_entropy_ratio(azimuths), "hist": azimuth_histogram(azimuths).tolist()}
     finally:
         pipe.scheduler = original
     return out
