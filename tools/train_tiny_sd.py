@@ -4,9 +4,12 @@ layout that runs the product's real path (VAE, CLIP text, view prompts, CFG, LoR
 
     python tools/train_tiny_sd.py                       # rebuilds esd_gs/models/tiny-sd (~45 min, 2 cores)
     python tools/train_tiny_sd.py --out /tmp/t --vae-steps 20 --unet-steps 20   # a smoke run
+    python tools/train_tiny_sd.py --out esd_gs/models/tiny-sd-web --front-share 0.65 --view-caption-share 0.2 \
+        --view-caption-error 0.5 --check-samples 256     # tiny-sd-web (web data's flaws; its card has the rest)
 
 1. photos: the head from azimuths uniform on the circle, at the world's elevations, radius and field of view
-   (the fair photo set: ESD's optimum is then the true head), on white;
+   (the fair photo set: ESD's optimum is then the true head), on white; or with web data's two flaws
+   (tiny-sd-web): a front-biased photo set and view captions that are rare and often wrong;
 2. an AutoencoderKL (2x downsampling, 4 latent channels), its scaling_factor set so the photos' latents have
    unit variance (SD's 0.18215 plays that role);
 3. a small CLIP text encoder (character tokenizer) and the UNet, trained together on the latents with the
@@ -74,6 +77,11 @@ class Args:
     images whose mean is far from the average (here the dark back of the head?). Tried at 0.1 (2026-11-30,
     otherwise the shipped model's settings): no fairer (plain prompt PNDM 0.887, DDIM 0.325, Euler ancestral
     0.891 of uniform's entropy, against 0.883 / 0.318 / 0.919), so the shipped model has none."""
+    front_share: float = 0.25
+    """Share of photos within 45 deg of the front (SyntheticConfig.front_share): 0.25 is uniform in azimuth."""
+    view_caption_error: float = 0.0
+    """Share of photos whose view caption names another view (either of the two others, equally likely): web
+    captions are sometimes wrong. Fixed per photo, drawn from the data seed."""
     caption_dropout: float = 0.1
     """Share of empty captions (the unconditional branch of classifier-free guidance)."""
     view_caption_share: float = 0.5
@@ -186,12 +194,15 @@ def train_unet(unet, text_encoder, latents: torch.Tensor, caption_index: torch.T
 
 def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet):
     """The folder as SD 2.1-base ships it (model_index.json, one sub-folder a part; a PNDM scheduler with
-    SD's betas, epsilon prediction), fp32 safetensors, no safety checker."""
+    SD's config: betas, epsilon prediction, no sample clipping), fp32 safetensors, no safety checker."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
     scheduler = PNDMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                               beta_schedule="scaled_linear", prediction_type="epsilon", set_alpha_to_one=False,
                               skip_prk_steps=True, steps_offset=1)
+    # SD 2.1-base's config says clip_sample false; without the key, DDIM loaded from it clips the
+    # unit-variance latents to [-1, 1] and samples blobs
+    scheduler.register_to_config(clip_sample=False)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
@@ -209,28 +220,40 @@ def model_card(args: Args, report: dict, fairness: dict, record: dict) -> str:
                           for name, f in fairness.items())
     rebuild = " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in asdict(args).items()
                        if k not in ("out", "check_only"))
+    name = args.out.name
+    if args.front_share == 0.25 and args.view_caption_error == 0:
+        about = "It knows nothing else."
+        azimuths = ("azimuths uniform on the circle", "the synthetic world's fair photo set and training orbit")
+    else:
+        about = ("Its data has web photo collections' two flaws, as real Stable Diffusion's has (the ESD paper's "
+                 "regime): most photos face the camera, and view words are rare and often wrong. It knows nothing "
+                 "else.")
+        azimuths = (f"front-biased azimuths ({args.front_share:.0%} within 45 deg of the front, the rest uniform on "
+                    "the circle)", "the synthetic world's training orbit")
+    wrong = (f" In {args.view_caption_error:.0%} of the photos (fixed by the data seed) the view suffix names one "
+             "of the two other views instead." if args.view_caption_error else "")
     return f"""---
 license: apache-2.0
 library_name: diffusers
 tags: [stable-diffusion, text-to-image, esd-gs, synthetic]
 ---
-# tiny-sd: a small Stable Diffusion that knows one object
+# {name}: a small Stable Diffusion that knows one object
 
 A diffusers pipeline in Stable Diffusion 2.1-base's layout (`model_index.json`, `unet/`, `vae/`,
 `text_encoder/`, `tokenizer/`, `scheduler/`; scaled-linear betas 0.00085-0.012, 1000 steps, epsilon
 prediction), trained from scratch on a CPU on photos of esd-gs's synthetic head. It lets the product's real
-Stable Diffusion path run and be tested on a CPU, with a truth to compare against. It knows nothing else.
+Stable Diffusion path run and be tested on a CPU, with a truth to compare against. {about}
 
-    esd-gs train --preset tiny-sd                 # or --model-path tiny-sd / --model-path <this folder>
+    esd-gs train --preset {name}                 # or --model-path {name} / --model-path <this folder>
     StableDiffusionPipeline.from_pretrained("<this folder>")
 
 ## Data
 {args.photos} photos of the head (`esd_gs.synthetic.head`), 32x32 on white, rendered by esd-gs's rasterizer
-from azimuths uniform on the circle (data seed {args.data_seed}), elevations uniform in 0-30 deg, radius 1.8,
-field of view 50 deg: the synthetic world's fair photo set and training orbit. Captions drawn per step:
+from {azimuths[0]} (data seed {args.data_seed}), elevations uniform in 0-30 deg, radius 1.8,
+field of view 50 deg: {azimuths[1]}. Captions drawn per step:
 {args.caption_dropout:.0%} empty (for classifier-free guidance); of the rest {args.view_caption_share:.0%}
 "{args.prompt}" + the view suffix the prior appends for the photo's azimuth (", front view" below 45 deg,
-", back view" above 135 deg, ", side view" between), the others "{args.prompt}".
+", back view" above 135 deg, ", side view" between), the others "{args.prompt}".{wrong}
 
 ## Networks ({sizes['total_mb']:.1f} MB of fp32 safetensors in all)
 - VAE: `AutoencoderKL`, blocks (32, 32), no attention: 2x downsampling, 4 latent channels, latents 16x16;
@@ -268,6 +291,9 @@ guidance 7.5): the samplers target one distribution, so their spread measures th
 | --- | --- | --- |
 {samplers}
 
+"{args.prompt}" (PNDM): {r['plain_front_share']:.2f} of the samples lie within 45 deg of the front (uniform azimuths:
+0.25; the photos: {args.front_share:.2f}), {r['plain_face_share']:.2f} within 90 deg (the face in view).
+
 On {args.check_samples} samples the plug-in entropy reads low by about {BINS - 1} / (2 x {args.check_samples}) nats
 and spreads by as much: `python benchmarks/tiny_sd_fairness.py` measures the PNDM row on 512 fresh samples,
 with an interval.
@@ -285,6 +311,13 @@ Rows: front view, side view, back view, plain prompt (PNDM).
 
 `training.json` holds the losses, timings and check figures.
 """
+
+
+def mislabel(caption_index: torch.Tensor, share: float, g: torch.Generator) -> torch.Tensor:
+    """caption_index (2 + index in VIEWS) with `share` of the photos moved to one of the other two views."""
+    wrong = torch.rand(len(caption_index), generator=g) < share
+    shift = 1 + torch.randint(len(VIEWS) - 1, (len(caption_index),), generator=g)
+    return torch.where(wrong, 2 + (caption_index - 2 + shift) % len(VIEWS), caption_index)
 
 
 def train(args: Args, work: Path, photos: torch.Tensor, cfg: SyntheticConfig) -> dict:
@@ -312,6 +345,7 @@ def train(args: Args, work: Path, photos: torch.Tensor, cfg: SyntheticConfig) ->
     azimuth, elevation = photo_angles(cfg)
     captions = ["", args.prompt] + [args.prompt + VIEW_SUFFIX[v] for v in VIEWS]
     caption_index = torch.tensor([2 + VIEWS.index(d) for d in view_direction(azimuth, elevation)])
+    caption_index = mislabel(caption_index, args.view_caption_error, torch.Generator().manual_seed(args.data_seed))
     losses, ema = train_unet(unet, text_encoder, means * scale, caption_index, caption_ids(tokenizer, captions),
                              args, g)
     ema.copy_to(list(unet.parameters()) + list(text_encoder.parameters()))
@@ -333,7 +367,7 @@ def check_and_card(folder: Path, args: Args, record: dict, cfg: SyntheticConfig,
 
     pipe = StableDiffusionPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
-    held_cfg = SyntheticConfig(num_images=256, front_share=0.25, data_seed=args.data_seed + 1)
+    held_cfg = SyntheticConfig(num_images=256, front_share=args.front_share, data_seed=args.data_seed + 1)
     held_out = cached_photos(*photo_angles(held_cfg), held_cfg)
     t0 = time.time()
     report = check_pipeline(pipe, args.prompt, args.check_samples, args.check_samples, args.seed, cfg,
@@ -364,7 +398,7 @@ def main(args: Args) -> None:
     if args.check_only:
         record = json.loads((args.out / "training.json").read_text())
         args = args_from_record(record, args.out)
-    cfg = SyntheticConfig(num_images=args.photos, front_share=0.25, data_seed=args.data_seed)
+    cfg = SyntheticConfig(num_images=args.photos, front_share=args.front_share, data_seed=args.data_seed)
     t0 = time.time()
     photos = cached_photos(*photo_angles(cfg), cfg)  # [N,32,32,3]
     if args.check_only:

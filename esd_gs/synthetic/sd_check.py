@@ -6,6 +6,8 @@ the nearest (RMS) render of the true head on an azimuth x elevation grid gives i
   view accuracy   per view prompt ("<prompt>, front view", ...): share of samples whose azimuth falls in
                   that view's range (the prior's own thresholds, cameras.view_direction)
   entropy ratio   plain prompt: entropy of the 8-bin azimuth histogram / log 8 (1 = as fair as the photos)
+  front share     plain prompt: share of samples within 45 deg of the front (uniform azimuths: 0.25)
+  face share      plain prompt: share within 90 deg of the front, where the face is in view
   nearest photo   RMS distance of each sample to its nearest training photo, against the same distance for
                   held-out photos (the photo set's own spacing) and for held-out photos through the VAE (the
                   closest a sample can come): near the latter means samples look like photos
@@ -95,6 +97,8 @@ def check_pipeline(pipe, prompt: str, n_view: int, n_plain: int, seed: int, cfg:
     azimuths = classify_azimuths(samples["plain"], references)
     report["plain_azimuth_hist"] = azimuth_histogram(azimuths).tolist()
     report["plain_entropy_ratio"] = azimuth_entropy_ratio(azimuths)
+    report["plain_front_share"] = (wrap_deg(azimuths).abs() < 45.0).float().mean().item()
+    report["plain_face_share"] = (wrap_deg(azimuths).abs() < 90.0).float().mean().item()
     if photos is not None and held_out is not None:
         report["sample_nearest_photo_rms"] = nearest(samples["plain"], photos)[1].median().item()
         report["held_out_nearest_photo_rms"] = nearest(held_out, photos)[1].median().item()
