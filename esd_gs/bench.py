@@ -17,11 +17,13 @@ import statistics
 import string
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, VIEW_ELEVATION_DEG, make_cameras
 from .errors import UserError
@@ -69,6 +71,11 @@ class StepArgs:
     steps: int = 10
     """Timed steps without synchronisation (it/s as in training); then as many with each component timed."""
     warmup: int = 3
+    eager: bool = False
+    """Separate UNet calls for the prior and the variational score (`train --eager`) instead of one fused call."""
+    count_ops: bool = False
+    """Also count the operations torch dispatches in one step, by component: on a GPU each is about one kernel
+    launch, so this is what a launch-bound step's time follows (counted the same on a CPU)."""
     device: str = "auto"
     json: bool = False
 
@@ -221,6 +228,7 @@ def _step_config(args: StepArgs, device: torch.device, out_dir: str):
     cfg = dataclasses.replace(cfg, guidance=args.guidance, output_dir=out_dir, run_name="bench", steps=10**6,
                               device=str(device))
     cfg.log.progress = False
+    cfg.eager = args.eager
     cfg.densify.enabled = args.densify
     cfg.dtype, cfg.model_path = args.dtype, args.model_path
     if args.camera_map_pins:
@@ -245,6 +253,25 @@ def _timed_steps(trainer, steps: int, device: torch.device) -> float:
     return 1000 * (time.perf_counter() - t0) / steps
 
 
+class OperationCounter(TorchDispatchMode):
+    """Counts the operations torch dispatches, filed under the timer's current section ("other" outside any)."""
+
+    def __init__(self, timer):
+        super().__init__()
+        self.timer, self.counts = timer, Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[self.timer.section or "other"] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_operations(trainer) -> dict:
+    """Operations of one training step, in all and by component."""
+    with OperationCounter(trainer.timer) as counter:
+        trainer.train_step()
+    return {"operations": sum(counter.counts.values()), "operations_by_component": dict(counter.counts.most_common())}
+
+
 def bench_step(args: StepArgs) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -266,6 +293,7 @@ def bench_step(args: StepArgs) -> dict:
         with Trainer(cfg, world) as trainer:
             for _ in range(args.warmup):
                 trainer.train_step()
+            operations = count_operations(trainer) if args.count_ops else {}
             flops = None
             if args.full_size:
                 with FlopCounterMode(display=False) as counter:
@@ -278,13 +306,15 @@ def bench_step(args: StepArgs) -> dict:
             synced_ms = _timed_steps(trainer, args.steps, device)
             n_gaussians = len(trainer.splats["means"])
     result = {
-        "bench": "step", "guidance": args.guidance, "full_size": args.full_size, "device": device_name(device),
+        "bench": "step", "guidance": args.guidance, "eager": args.eager, "full_size": args.full_size,
+        "device": device_name(device),
         "dtype": str(dtype).removeprefix("torch."), "resolution": cfg.render.resolution,
         "batch_size": cfg.render.batch_size, "camera_map_pins": cfg.variational.camera_map_pins,
         "num_gaussians": n_gaussians, "steps": args.steps, "step_ms": step_ms, "it_s": 1000.0 / step_ms,
         "step_ms_timed_components": synced_ms,
         "components_ms": {k: v / args.steps for k, v in trainer.timer.ms.items()},
     }
+    result |= operations
     if device.type == "cuda":
         result |= {"peak_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20,
                    "peak_reserved_mb": torch.cuda.max_memory_reserved(device) / 2**20}
@@ -305,7 +335,7 @@ def print_result(result: dict, as_json: bool) -> None:
         return
     for key, value in result.items():
         if isinstance(value, dict):
-            value = ", ".join(f"{k} {v:.1f}" for k, v in value.items())
+            value = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
         elif isinstance(value, float):
             value = f"{value:.4g}" if not math.isnan(value) else "nan"
         print(f"{key:>18}: {value}")

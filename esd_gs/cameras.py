@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .device import upload
+
 # The orbit that previews, turntables, the viewer's start and the synthetic world's photos share.
 ORBIT_RADIUS = 1.8
 ORBIT_FOVY_DEG = 50.0
@@ -37,25 +39,35 @@ class Cameras:
     elevation_deg: Tensor  # [C]
     radius: Tensor  # [C]
     fovy_deg: Tensor  # [C]
-    c2w: Tensor = field(init=False)  # [C,4,4] camera-to-world
+    c2w: Tensor  # [C,4,4] camera-to-world, the inverse of viewmats
+    _copies: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def __post_init__(self):
-        self.c2w = torch.linalg.inv(self.viewmats)
+    TENSORS = ("viewmats", "Ks", "azimuth_deg", "elevation_deg", "radius", "fovy_deg", "c2w")
 
     def __len__(self) -> int:
         return self.viewmats.shape[0]
 
     def __getitem__(self, idx) -> "Cameras":
         idx = torch.arange(len(self))[idx]
-        return Cameras(self.viewmats[idx], self.Ks[idx], self.width, self.height, self.azimuth_deg[idx],
-                       self.elevation_deg[idx], self.radius[idx], self.fovy_deg[idx])
+        return self._with([getattr(self, name)[idx] for name in self.TENSORS])
+
+    def _with(self, tensors: list[Tensor]) -> "Cameras":
+        values = dict(zip(self.TENSORS, tensors))
+        return Cameras(width=self.width, height=self.height, **values)
 
     def to(self, device) -> "Cameras":
-        return Cameras(
-            self.viewmats.to(device), self.Ks.to(device), self.width, self.height,
-            self.azimuth_deg.to(device), self.elevation_deg.to(device),
-            self.radius.to(device), self.fovy_deg.to(device),
-        )
+        """These cameras on `device`; the copy is kept, so every later call for the same device returns it. To a
+        GPU they go as one pinned tensor, asynchronously: a step's cameras cost one upload and no wait."""
+        device = torch.device(device)
+        if self.viewmats.device == device:
+            return self
+        if device not in self._copies:
+            tensors = [getattr(self, name) for name in self.TENSORS]
+            flat = upload(torch.cat([t.reshape(len(self), -1) for t in tensors], dim=1), device)
+            sizes = [t[0].numel() for t in tensors]
+            parts = [p.view(t.shape) for p, t in zip(flat.split(sizes, dim=1), tensors)]
+            self._copies[device] = self._with(parts)
+        return self._copies[device]
 
     def camera_embedding_input(self) -> Tensor:
         """Flattened 4x4 camera-to-world matrices [C,16]: the variational network's camera input."""
@@ -69,7 +81,7 @@ def fibonacci_lattice(n: int, dtype=torch.float32) -> tuple[Tensor, Tensor]:
 
 
 def look_at_origin(azimuth_deg: Tensor, elevation_deg: Tensor, radius: Tensor) -> Tensor:
-    """World-to-camera matrices [C,4,4] for cameras on a sphere looking at the origin (z-up)."""
+    """Camera-to-world matrices [C,4,4] for cameras on a sphere looking at the origin (z-up)."""
     az, el = torch.deg2rad(azimuth_deg), torch.deg2rad(elevation_deg)
     position = radius[:, None] * torch.stack(
         [torch.cos(el) * torch.cos(az), torch.cos(el) * torch.sin(az), torch.sin(el)], dim=-1
@@ -80,7 +92,7 @@ def look_at_origin(azimuth_deg: Tensor, elevation_deg: Tensor, radius: Tensor) -
     down = torch.linalg.cross(forward, right)
     c2w = torch.eye(4, dtype=position.dtype).repeat(len(az), 1, 1)
     c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, down, forward, position
-    return torch.linalg.inv(c2w)
+    return c2w
 
 
 def intrinsics(fovy_deg: Tensor, width: int, height: int) -> Tensor:
@@ -96,7 +108,8 @@ def make_cameras(azimuth_deg, elevation_deg, radius, fovy_deg, width: int, heigh
     height = width if height is None else height
     as_t = lambda v: torch.as_tensor(v, dtype=dtype).reshape(-1)  # noqa: E731
     az, el, r, fov = torch.broadcast_tensors(as_t(azimuth_deg), as_t(elevation_deg), as_t(radius), as_t(fovy_deg))
-    return Cameras(look_at_origin(az, el, r), intrinsics(fov, width, height), width, height, az, el, r, fov)
+    c2w = look_at_origin(az, el, r)
+    return Cameras(torch.linalg.inv(c2w), intrinsics(fov, width, height), width, height, az, el, r, fov, c2w)
 
 
 def sample_orbit(cfg: CameraConfig, n: int, resolution: int, generator: torch.Generator) -> Cameras:

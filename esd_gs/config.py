@@ -93,6 +93,10 @@ class TrainConfig:
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     """Stable Diffusion weights dtype; auto = bfloat16 on CUDA, float32 on CPU."""
+    eager: bool = False
+    """Run each step's UNet work as separate calls (the prior's, then the variational score's, its LoRA
+    switched on and off between them) instead of one fused call: the same numbers, for debugging and for
+    comparison (esd-gs bench step --eager)."""
     render: RenderConfig = field(default_factory=RenderConfig)
     cameras: CameraConfig = field(default_factory=CameraConfig)
     """The Stable Diffusion world's training orbit (the synthetic world trains on its photos' orbit)."""
@@ -261,7 +265,7 @@ def validate(cfg: TrainConfig) -> None:
 BEFORE_ADDED = {"densify.grow_top": 0.0, "densify.prune_large": False}
 
 # what may differ when a run is resumed: its length, where things are, how it is logged
-RESUMABLE = ("steps", "resume", "overwrite", "preset", "output_dir", "run_name", "device", "model_path",
+RESUMABLE = ("steps", "resume", "overwrite", "preset", "output_dir", "run_name", "device", "model_path", "eager",
              "render.backend", "log.", "viewer", "viewer_port", "viewer_every")
 
 

@@ -44,6 +44,26 @@ class Densifier(DefaultStrategy):
     """Prune Gaussians larger than `prune_scale3d` x the scene scale at every refine. gsplat does so only
     after an opacity reset, which distillation runs switch off, so without this oversized blobs stay."""
 
+    @torch.no_grad()
+    def _update_state(self, params, state, info, packed=False):
+        """gsplat's running statistics (per Gaussian: summed screen-space gradient norms and view counts) with
+        masks instead of its nonzero and boolean indexing, each of which makes the CPU wait for the GPU every
+        step. Adds in gsplat's order (camera by camera), so the sums are the same. (Its 2D radii statistic is
+        for refine_scale2d_stop_iter, which config validation refuses.)"""
+        if packed:
+            return super()._update_state(params, state, info, packed=packed)
+        grads = (info[self.key_for_gradient].absgrad if self.absgrad else info[self.key_for_gradient].grad).clone()
+        grads[..., 0] *= info["width"] / 2.0 * info["n_cameras"]
+        grads[..., 1] *= info["height"] / 2.0 * info["n_cameras"]
+        n = len(params["means"])
+        for key in ("grad2d", "count"):
+            if state[key] is None:
+                state[key] = torch.zeros(n, device=grads.device)
+        visible = (info["radii"] > 0.0).all(dim=-1)  # [C, N]
+        norms = torch.where(visible, grads.norm(dim=-1), 0.0)
+        for c in range(len(visible)):
+            state["grad2d"] += norms[c]
+            state["count"] += visible[c]
     def step_post_backward(self, params, optimizers, state, step, info, packed=False):
         super().step_post_backward(params, optimizers, state, step, info, packed=packed)
         if step < self.refine_stop_iter and step > 0 and step % self.reset_every == 0:

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from .guidance.distill import distillation_grad, distillation_loss
 from .guidance.prior import alphabar
+from .guidance.variational import branches_needed
 
 
 def linear_scheduler():
@@ -68,9 +69,10 @@ class GaussianVariational:
 
     @torch.no_grad()
     def eps_branches(self, x_t, t, cam16, noise, lam):
+        free, camera = branches_needed(lam)
         eps_free = gaussian_eps(x_t, t, self.mu.detach(), self.L.detach() @ self.L.detach().T, self.scheduler) \
-            if lam > 0 else None
-        return eps_free, (noise if lam < 1 else None)
+            if free else None
+        return eps_free, (noise if camera else None)
 
     def update(self, latents, cam16, snapshot) -> dict:
         return {}  # exact: q's parameters are read directly

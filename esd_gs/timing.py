@@ -16,9 +16,20 @@ class SectionTimer:
     def __init__(self, enabled: bool = False):
         self.enabled = enabled
         self.ms: dict[str, float] = defaultdict(float)
+        self.section: str | None = None
+        """The innermost section running now (esd-gs bench step --count-ops files operations under it)."""
 
     @contextlib.contextmanager
     def __call__(self, name: str):
+        outer, self.section = self.section, name
+        try:
+            with self._timed(name):
+                yield
+        finally:
+            self.section = outer
+
+    @contextlib.contextmanager
+    def _timed(self, name: str):
         if not self.enabled:
             yield
             return

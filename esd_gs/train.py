@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .cameras import VIEW_ELEVATION_DEG, Cameras, make_cameras
 from .config import TrainConfig, config_changes, resumable, saved_config, to_dict, validate
-from .device import pick_device
+from .device import pick_device, upload
 from .errors import Interrupted, UserError
 from .gaussians import init_sphere, learning_rates, make_optimizers, splats_from_tensors
 from .io.atomic import check_output_dir, clean_stale_temps, write_text
@@ -237,7 +237,8 @@ class Trainer:
         step, timer = self.step, self.timer
         views = self.objective.views(step, self.generator)
         with timer("render"):
-            out = render(self.splats, views.cameras, views.backgrounds.to(self.device), backend=self.cfg.render.backend)
+            out = render(self.splats, views.cameras, upload(views.backgrounds, self.device),
+                         backend=self.cfg.render.backend)
         step_loss = self.objective.loss(out.rgb, views, step)
         if self.densifier:
             self.densifier.step_pre_backward(self.splats, self.optimizers, self.strategy_state, step, out.info)

@@ -43,7 +43,8 @@ def camera_from_pose(wxyz, position, fovy_rad: float, width: int, height: int) -
     fovy = torch.tensor([math.degrees(fovy_rad)])
     return Cameras(torch.linalg.inv(c2w)[None], intrinsics(fovy, width, height), width, height,
                    torch.tensor([math.degrees(math.atan2(y, x))]),
-                   torch.tensor([math.degrees(math.asin(z / max(radius, 1e-9)))]), torch.tensor([radius]), fovy)
+                   torch.tensor([math.degrees(math.asin(z / max(radius, 1e-9)))]), torch.tensor([radius]), fovy,
+                   c2w[None])
 
 
 def render_image(splats, cams: Cameras, mode: str = "rgb", background=(1.0, 1.0, 1.0), backend="auto") -> np.ndarray:

@@ -106,3 +106,24 @@ def test_grow_top_is_a_share(tmp_path, share):
 
     assert_clean_error(cli("train", "--preset", "demo", "--output-dir", tmp_path / "o", "--densify.grow-top", share),
                        "densify.grow_top is a share", tmp_path / "o")
+
+
+def test_running_statistics_equal_gsplats_without_indexing():
+    """Densifier._update_state (masks, no nonzero) against gsplat's own (nonzero and boolean indexing): the same
+    sums and counts, bit for bit, over three steps of three cameras with Gaussians out of view."""
+    from gsplat.strategy import DefaultStrategy
+
+    g = torch.Generator().manual_seed(0)
+    params = {"means": torch.zeros(50, 3)}
+    ours, theirs = Densifier(), DefaultStrategy()
+    state_ours, state_theirs = ours.initialize_state(), theirs.initialize_state()
+    for _ in range(3):
+        means2d = torch.zeros(3, 50, 2, requires_grad=True)
+        means2d.grad = torch.randn(3, 50, 2, generator=g)
+        radii = torch.randint(0, 4, (3, 50, 2), generator=g).float()
+        info = {"width": 64, "height": 48, "n_cameras": 3, "radii": radii, "gaussian_ids": None, "means2d": means2d}
+        ours._update_state(params, state_ours, info)
+        DefaultStrategy._update_state(theirs, params, state_theirs, info)
+    assert state_ours["count"].sum() > 0 and (state_ours["count"] < 9).any()  # some out of view
+    for key in ("grad2d", "count"):
+        assert torch.equal(state_ours[key], state_theirs[key]), key

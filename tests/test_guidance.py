@@ -462,3 +462,103 @@ def test_lam_final_takes_over_at_the_anneal_step(monkeypatch, tmp_path):
         for step in (0, 9, 10, 19):
             objective.loss(rgb, views, step)
         assert used == expected, (lam_final, used)
+
+
+def perturbed(prior, pins=6):
+    """A LoRA + pinned camera map that does something (trained networks do; fresh ones start at the base)."""
+    var = UNetVariational(prior.unet, prior.cond[None], prior.scheduler,
+                          VariationalConfig(lora_rank=4, lr=1e-3, camera_map=True, camera_map_pins=pins))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for n, p in var.unet.named_parameters():
+            if "lora_B" in n or "pinned" in n or "class_embedding" in n:
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return var
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
+def test_fused_call_is_the_prior_and_the_branches(prior, lam):
+    """One UNet call for both: its prior rows are the plain UNet's (LoRA off, no camera term) on the same rows
+    bit for bit, and its branches give today's two-call eps_q."""
+    from esd_gs.guidance.distill import esd_eps_q
+    from esd_gs.guidance.fused import fused_eps
+    from esd_gs.guidance.stable_diffusion import adapters_disabled
+
+    var = perturbed(prior)
+    latents, noise, t, cam16 = inputs(prior)
+    x_t = prior.scheduler.add_noise(latents, noise, t)
+    call = {}
+    hook = prior.unet.register_forward_hook(lambda m, a, k, o: call.update(a=a, k=k, out=o.sample.clone()),
+                                            with_kwargs=True)
+    eps_prior, eps_q = fused_eps(prior, var, x_t, t, ["front", "back"], 7.5, cam16, lam)
+    hook.remove()
+    rows = 2 + (lam > 0) + (lam < 1)
+    assert len(call["out"]) == rows * len(x_t)
+    kwargs = call["k"] | {"class_labels": prior.unet.class_embedding.labels(None, rows * len(x_t), prior_rows=True)}
+    with torch.no_grad(), adapters_disabled(prior.unet):
+        plain = prior.unet(*call["a"], **kwargs).sample
+    assert torch.equal(plain[:2 * len(x_t)], call["out"][:2 * len(x_t)])
+    assert not torch.allclose(plain[2 * len(x_t):], call["out"][2 * len(x_t):], atol=1e-3)  # the LoRA rows differ
+    torch.testing.assert_close(eps_prior, prior.guided_eps(x_t, t, ["front", "back"], 7.5), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(eps_q, esd_eps_q("esd", lam, noise, var, x_t, t, cam16), rtol=1e-5, atol=1e-5)
+
+
+def one_step(tiny_sd, tmp_path, **overrides):
+    """The Gaussians' gradients and the variational update's gradients of a first training step."""
+    from esd_gs.config import TrainConfig
+    from esd_gs.render import render
+    from esd_gs.train import Trainer
+
+    cfg = TrainConfig(prompt="a corgi", model_path=str(tiny_sd), steps=4, output_dir=tmp_path, seed=3,
+                      run_name="-".join(f"{k}{v}" for k, v in overrides.items()), **overrides)
+    cfg.render.resolution, cfg.render.batch_size, cfg.gaussians.num_points = 32, 2, 300
+    cfg.variational.camera_map, cfg.variational.camera_map_pins = True, 6
+    with Trainer(cfg) as trainer:
+        objective = trainer.objective
+        objective.timer.enabled = True
+        views = objective.views(0, trainer.generator)
+        out = render(trainer.splats, views.cameras, views.backgrounds, backend="torch")
+        step_loss = objective.loss(out.rgb, views, 0)
+        step_loss.loss.backward()
+        objective.update(trainer.splats, step_loss, views)
+        return ({k: p.grad for k, p in trainer.splats.items()}, [p.grad for p in objective.variational.trainable],
+                dict(objective.timer.ms))
+
+
+@pytest.mark.parametrize("lam", [0.5, 1.0])
+def test_fused_step_equals_the_eager_step(tiny_sd, tmp_path, lam):
+    fast, fast_lora, fast_sections = one_step(tiny_sd, tmp_path, lam=lam)
+    eager, eager_lora, eager_sections = one_step(tiny_sd, tmp_path, lam=lam, eager=True)
+    assert "prior_and_variational" in fast_sections and "prior" not in fast_sections
+    assert "prior" in eager_sections and "prior_and_variational" not in eager_sections
+    # float32 rounding differs between a batch of 2B and one of 4B rows, and CFG multiplies it by 7.5: the same
+    # step to ~1e-5 of each gradient's norm (a different step differs by its whole size)
+    for name, a, b in [*((k, fast[k], eager[k]) for k in fast), *(("lora", a, b) for a, b in zip(fast_lora, eager_lora))]:
+        assert (a is None) == (b is None), name
+        if a is not None:
+            assert (a - b).norm() <= 1e-4 * b.norm() + 1e-7, name
+    assert sum(g.norm() for g in fast_lora if g is not None) > 0 and fast["means"].norm() > 0
+
+
+def test_fused_path_resumes_as_a_straight_run(tiny_sd, tmp_path):
+    from esd_gs.config import TrainConfig
+    from esd_gs.train import Trainer
+
+    def config(name, steps, **overrides):
+        cfg = TrainConfig(prompt="a corgi", model_path=str(tiny_sd), steps=steps, output_dir=tmp_path, run_name=name,
+                          **overrides)
+        cfg.render.resolution, cfg.render.batch_size, cfg.gaussians.num_points = 32, 2, 300
+        cfg.prior.anneal_step = 3
+        cfg.log.progress, cfg.log.checkpoint_every, cfg.log.turntable_frames, cfg.log.preview_every = False, 3, 0, 0
+        return cfg
+
+    straight = Trainer(config("straight", 6))
+    straight.train()
+    Trainer(config("split", 3)).train()
+    resumed = Trainer(config("split", 6, resume=True))
+    assert resumed.step == 3 and resumed.objective.fused
+    resumed.train()
+    for k in straight.splats.keys():
+        assert torch.equal(straight.splats[k], resumed.splats[k]), k
+    lora = lambda t: [p.detach() for p in t.objective.variational.trainable]  # noqa: E731
+    assert all(torch.equal(a, b) for a, b in zip(lora(straight), lora(resumed)))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""The device check behind check.sh: one run of at most 300 s on the GPU machine that always brings back numbers.
+"""The device check behind check.sh: one run of at most 360 s on the GPU machine that always brings back numbers.
 
-Phases, each with a time budget (PHASES; they sum to <= 300 s) and recorded in OUT/gpu_report.json as
+Phases, each with a time budget (PHASES; they sum to <= 360 s) and recorded in OUT/gpu_report.json as
 run / failed (with the error) / skipped (with why) the moment it ends, so a killed run keeps what it measured:
   environment   versions, GPU, nvcc; starts gsplat's JIT build in a child process (MAX_JOBS = cores - 2,
                 TORCH_CUDA_ARCH_LIST=9.0) that compiles beside the next phase
@@ -10,11 +10,13 @@ run / failed (with the error) / skipped (with why) the moment it ends, so a kill
   gsplat_build  waits for the build: its time, or its exact error
   parity        pytest -m cuda: gsplat against our torch rasterizer (forward, backward), a CUDA training step
   raster        gsplat forward / forward+backward at 100k and 1M Gaussians, 512x512
-  step_bf16     full-size ESD step at 512, bf16, pinned camera map (64 grids): it/s unsynchronised, ms per
-                component, peak allocated and reserved memory, TFLOP per step, ratio to the bf16 floor
-  step_fp16     the same in fp16
-  cli_train     `esd-gs train --preset sd21-esd` through the CLI on those weights: 50 steps at 512, densifying,
-                a checkpoint and splats.ply
+  step_bf16_eager  full-size ESD step at 512, bf16, pinned camera map (64 grids), the prior and the
+                variational score as separate UNet calls (`--eager`): it/s unsynchronised, ms per component,
+                peak allocated and reserved memory, TFLOP per step, ratio to the bf16 floor
+  step_bf16     the same on the default path (one fused UNet call for the prior and the branches)
+  cli_train     `esd-gs train --preset sd21-esd` through the CLI on those weights: 120 steps at 512, densifying,
+                a checkpoint and splats.ply; the median it/s after 20 steps
+  preview       `esd-gs train --preset sd21-preview` through the CLI: exit code, the training's wall time, steps
 A phase that needs gsplat while the build still runs waits until the phases after it have run; without
 gsplat the others use our torch rasterizer and say so.
 """
@@ -34,10 +36,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = Path("/tmp/esd-gs-gpu-check/sd21-random")
-PHASES = {  # name: budget in seconds (the whole check: their sum)
-    "environment": 5, "prepare": 35, "gsplat_build": 100, "parity": 55, "raster": 5,
-    "step_bf16": 25, "step_fp16": 25, "cli_train": 50,
-}  # parity took 26-28 s on 2026-11-29 and over 30 s on 2026-11-30 (its pytest start, the tiny pipeline's build)
+PHASES = {  # name: budget in seconds (the whole check: their sum, <= 360)
+    "environment": 5, "prepare": 35, "gsplat_build": 90, "parity": 55, "raster": 5,
+    "step_bf16_eager": 25, "step_bf16": 25, "cli_train": 60, "preview": 60,
+}  # parity took 26-28 s on 2026-11-29 and over 30 s on 2026-11-30 (its pytest start, the tiny pipeline's build);
+# gsplat's build 81 s on 2026-11-30
 NEEDS_GSPLAT = ("parity", "raster")
 
 
@@ -190,21 +193,36 @@ def raster() -> dict:
                         for n in (100_000, 1_000_000)]}
 
 
-def step(dtype: str, backend: str) -> dict:
+def step(dtype: str, backend: str, eager: bool) -> dict:
     from esd_gs.bench import StepArgs, bench_step
 
     return bench_step(StepArgs(full_size=True, model_path=str(WEIGHTS), dtype=dtype, resolution=512,
-                               camera_map_pins=64, steps=10, warmup=3, backend=backend))
+                               camera_map_pins=64, steps=10, warmup=3, backend=backend, eager=eager))
+
+
+def train_command(preset: str, backend: str, run_dir: Path, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "esd_gs.cli", "train", "--preset", preset, "--prompt", "a corgi", "--model-path",
+            str(WEIGHTS), "--output-dir", str(run_dir.parent), "--run-name", run_dir.name, "--overwrite",
+            "--render.backend", backend, "--log.no-progress", *flags]
+
+
+def training_seconds(run_dir: Path) -> float | None:
+    """From the first step's log line to the last one's (metrics.jsonl's it_s): the training alone, without
+    the start (imports, loading weights) and the end (turntable, PLY)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    rates = [json.loads(line)["it_s"] for line in path.read_text().splitlines()]
+    return round(sum(1 / r for r in rates), 1) if rates else None
 
 
 def cli_train(backend: str, out: Path) -> dict:
     """The user's command on the random full-size weights; what it printed and wrote."""
     run_dir = WEIGHTS.parent / "runs" / "cli"
-    command = [sys.executable, "-m", "esd_gs.cli", "train", "--preset", "sd21-esd", "--prompt", "a corgi", "--model-path", str(WEIGHTS),
-               "--output-dir", str(run_dir.parent), "--run-name", run_dir.name, "--overwrite", "--steps", "50",
-               "--render.backend", backend, "--variational.camera-map", "--variational.camera-map-pins", "64",
-               "--densify.refine-start-iter", "20", "--densify.refine-every", "10", "--log.checkpoint-every", "25",
-               "--log.preview-every", "50", "--log.turntable-frames", "8", "--log.no-progress"]
+    command = train_command("sd21-esd", backend, run_dir, "--steps", "120", "--variational.camera-map",
+                            "--variational.camera-map-pins", "64", "--densify.refine-start-iter", "20",
+                            "--densify.refine-every", "20", "--log.checkpoint-every", "60", "--log.preview-every", "120",
+                            "--log.turntable-frames", "8")
     t0 = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     wall = time.monotonic() - t0
@@ -213,15 +231,30 @@ def cli_train(backend: str, out: Path) -> dict:
     previews = sorted((run_dir / "previews").glob("*.png"))
     if previews:
         (out / "cli_preview.png").write_bytes(previews[-1].read_bytes())
+    after = [m["it_s"] for m in metrics[20:]]
     return {"exit_code": done.returncode, "wall_s": round(wall, 1), "stdout_tail": done.stdout[-1500:],
             "stderr_tail": done.stderr[-3000:], "steps_logged": len(metrics),
-            "it_s_median_after_10": sorted(m["it_s"] for m in metrics[10:])[len(metrics[10:]) // 2]
-            if len(metrics) > 10 else None,
+            "it_s_median_after_20": sorted(after)[len(after) // 2] if after else None,
             "gaussians": [(m["step"], m["n_gaussians"]) for m in metrics if m["step"] % 10 == 0],
             "refines": [{k: m[k] for k in m if k.startswith(("grad2d", "grown", "pruned", "step"))}
                         for m in metrics if "grad2d_q50" in m],
             "checkpoints": sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")),
             "splats_ply_bytes": (run_dir / "splats.ply").stat().st_size if (run_dir / "splats.ply").exists() else 0,
+            "outputs": sorted(p.name for p in run_dir.iterdir()) if run_dir.exists() else []}
+
+
+def preview(backend: str, out: Path) -> dict:
+    """`--preset sd21-preview` as a user runs it: its exit code, the training's seconds and the whole command's."""
+    run_dir = WEIGHTS.parent / "runs" / "preview"
+    t0 = time.monotonic()
+    done = subprocess.run(train_command("sd21-preview", backend, run_dir), capture_output=True, text=True, cwd=REPO)
+    wall = time.monotonic() - t0
+    previews = sorted((run_dir / "previews").glob("*.png"))
+    if previews:
+        (out / "preview_preview.png").write_bytes(previews[-1].read_bytes())
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() else []
+    return {"exit_code": done.returncode, "training_s": training_seconds(run_dir), "command_wall_s": round(wall, 1),
+            "steps": json.loads(lines[-1])["step"] if lines else 0, "stderr_tail": done.stderr[-2000:],
             "outputs": sorted(p.name for p in run_dir.iterdir()) if run_dir.exists() else []}
 
 
@@ -249,8 +282,9 @@ def main() -> None:
     report.data["backend"] = {}  # the rasterizer each phase used
     deferred = []
     phases = {"parity": lambda: parity(min(PHASES["parity"], report.left()) - 3), "raster": raster,
-              "step_bf16": lambda: step("bfloat16", backend()), "step_fp16": lambda: step("float16", backend()),
-              "cli_train": lambda: cli_train(backend(), args.out)}
+              "step_bf16_eager": lambda: step("bfloat16", backend(), eager=True),
+              "step_bf16": lambda: step("bfloat16", backend(), eager=False),
+              "cli_train": lambda: cli_train(backend(), args.out), "preview": lambda: preview(backend(), args.out)}
     for name, fn in phases.items():
         if name in NEEDS_GSPLAT and not build.built():
             deferred.append(name)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The prepared device check (run on the GPU machine from the repository root, with .whl carried):
-#   OUT=/some/dir bash benchmarks/gpu/check.sh            # at most 300 s on an H200 (budgets: check.py)
+#   OUT=/some/dir bash benchmarks/gpu/check.sh            # at most 360 s on an H100 or H200 (budgets: check.py)
 #   OUT=/some/dir bash benchmarks/gpu/check.sh --dry-run  # on a CPU machine: lists the phases and budgets
 # PYTHON selects the interpreter (default python3, the one holding torch on the GPU machine).
 # Writes $OUT/gpu_report.json (every section: run, failed or skipped, with its figures) and $OUT/gpu_check.log.

@@ -21,9 +21,10 @@ from ..cameras import CameraConfig, Cameras, sample_orbit, view_direction
 from ..objective import Background, StepLoss, Views, sample_backgrounds
 from ..render import render_frames
 from ..timing import SectionTimer
+from .fused import fusable, fused_eps
 from .perp_neg import PerpNegPrompts, perp_neg_eps, perp_neg_prompts
 from .prior import Prior, alphabar
-from .variational import Variational
+from .variational import Variational, mix_branches
 
 Rule = Literal["sds", "vsd", "esd"]
 
@@ -76,12 +77,7 @@ def esd_eps_q(rule: Rule, lam: float, noise: Tensor, variational: Variational | 
     if rule == "sds":
         return noise
     lam = 0.0 if rule == "vsd" else lam
-    eps_free, eps_cam = variational.eps_branches(x_t, t, cam16, noise, lam)
-    if lam == 0.0:
-        return eps_cam
-    if lam == 1.0:
-        return eps_free
-    return lam * eps_free + (1 - lam) * eps_cam
+    return mix_branches(lam, *variational.eps_branches(x_t, t, cam16, noise, lam))
 
 
 def distillation_loss(latents: Tensor, grad: Tensor) -> Tensor:
@@ -93,11 +89,17 @@ def distillation_loss(latents: Tensor, grad: Tensor) -> Tensor:
 
 def distillation_grad(prior: Prior, variational: Variational | None, rule: Rule, lam: float, latents: Tensor,
                       t: Tensor, noise: Tensor, cam16: Tensor, prompts: list[str] | PerpNegPrompts | None,
-                      scale: float, timer: SectionTimer | None = None) -> Tensor:
+                      scale: float, timer: SectionTimer | None = None, fused: bool = False) -> Tensor:
     """w(t) (eps_prior_cfg(x_t) - eps_q) for latents noised to t with `noise` (no autograd). `prompts`: None
-    (the plain prompt), a view direction per row, or Perp-Neg's conditionings."""
+    (the plain prompt), a view direction per row, or Perp-Neg's conditionings. fused: one UNet call for the
+    prior and the variational branches where they share it (guidance/fused.py)."""
     timer = timer or SectionTimer()
     x_t = prior.scheduler.add_noise(latents.detach(), noise, t)
+    w = 1 - alphabar(prior.scheduler, t, latents)
+    if fused and rule != "sds" and not isinstance(prompts, PerpNegPrompts) and fusable(prior, variational):
+        with timer("prior_and_variational"):
+            eps_prior, eps_q = fused_eps(prior, variational, x_t, t, prompts, scale, cam16, 0.0 if rule == "vsd" else lam)
+        return w * (eps_prior - eps_q)
     with timer("prior"):
         if isinstance(prompts, PerpNegPrompts):
             eps_prior = perp_neg_eps(prior, x_t, t, prompts, scale)
@@ -105,7 +107,7 @@ def distillation_grad(prior: Prior, variational: Variational | None, rule: Rule,
             eps_prior = prior.guided_eps(x_t, t, prompts, scale)
     with timer("variational"):
         eps_q = esd_eps_q(rule, lam, noise, variational, x_t, t, cam16)
-    return (1 - alphabar(prior.scheduler, t, latents)) * (eps_prior - eps_q)
+    return w * (eps_prior - eps_q)
 
 
 class DistillationObjective:
@@ -113,13 +115,13 @@ class DistillationObjective:
 
     def __init__(self, prior: Prior, variational: Variational | None, rule: Rule, lam: float, cfg: GuidanceConfig,
                  cameras: CameraConfig, resolution: int, batch_size: int, total_steps: int,
-                 background: Background = "random", lam_final: float | None = None):
-        """lam_final: ESD's lam from the anneal step on (None: lam throughout)."""
+                 background: Background = "random", lam_final: float | None = None, fused: bool = True):
+        """lam_final: ESD's lam from the anneal step on (None: lam throughout); fused: distillation_grad's."""
         if rule != "sds" and variational is None:
             raise ValueError(f"the {rule} rule needs a variational estimator")
         self.prior, self.variational, self.rule, self.lam, self.lam_final = prior, variational, rule, lam, lam_final
         self.cfg, self.cameras, self.resolution, self.batch_size = cfg, cameras, resolution, batch_size
-        self.total_steps, self.background = total_steps, background
+        self.total_steps, self.background, self.fused = total_steps, background, fused
         self.scale = cfg.guidance_scale if cfg.guidance_scale is not None else (100.0 if rule == "sds" else 7.5)
         self.timer = SectionTimer()
 
@@ -143,10 +145,10 @@ class DistillationObjective:
         lo, hi = timestep_bounds(step, self.total_steps, self.cfg)
         t = torch.randint(int(lo * T), int(hi * T) + 1, (B,), device=latents.device)
         noise = torch.randn_like(latents)
-        cam16 = views.cameras.camera_embedding_input().to(latents.device)
+        cam16 = views.cameras.to(latents.device).camera_embedding_input()  # uploaded once a step
         lam = self.lam if self.lam_final is None or step < anneal_step(self.total_steps, self.cfg) else self.lam_final
         grad = distillation_grad(prior, self.variational, self.rule, lam, latents, t, noise, cam16,
-                                 self.prompts(views.cameras), self.scale, self.timer)
+                                 self.prompts(views.cameras), self.scale, self.timer, self.fused)
         clip = clip_threshold(step, self.total_steps, self.cfg)
         if clip is not None:
             grad = grad.clamp(-clip, clip)
@@ -162,7 +164,7 @@ class DistillationObjective:
             bg = {"white": 1.0, "black": 0.0}.get(self.background, 0.5)
             return self.prior.encode(render_frames(splats, cams, (bg,) * 3, depth=False)[0])
 
-        cam16 = views.cameras.camera_embedding_input().to(step_loss.latents.device)
+        cam16 = views.cameras.to(step_loss.latents.device).camera_embedding_input()
         with self.timer("variational_training"):
             return self.variational.update(step_loss.latents, cam16, snapshot)
 

@@ -104,6 +104,11 @@ class StableDiffusionPrior:
         table = torch.stack([self.uncond[0], *(self.cond[c][0] for c in CONDITIONS[1:])])
         return torch.einsum("rk,kld->rld", conds.to(table), table)
 
+    def text_rows(self, names: list) -> Tensor:
+        """Text embeddings [R,L,D] of rows named as in CONDITIONS: the embeddings already on the device, stacked
+        (nothing is uploaded, unlike a weights tensor for `embeddings`)."""
+        return torch.cat([self.uncond if name == "uncond" else self.cond[name] for name in names])
+
     @torch.no_grad()
     def eps_for(self, x_t: Tensor, t: Tensor, conds: Tensor) -> Tensor:
         """The plain prior's noise prediction (float32) for each row's conditioning, in one UNet call."""

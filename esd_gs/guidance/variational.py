@@ -16,6 +16,7 @@ would not do. `lora_rank` > 0 trains a peft LoRA adapter on a (shared or separat
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -31,6 +32,26 @@ ADAPTER = "esd_lora"
 
 Snapshot = Callable[[Cameras], Tensor]
 """Renders the current object at the given cameras and encodes them (no gradient): latents [K,C,h,w]."""
+
+
+def mix_branches(lam: float, eps_free: Tensor | None, eps_cam: Tensor | None) -> Tensor:
+    """ESD's eps_q = lam eps(no camera) + (1 - lam) eps(camera); a branch lam gives no weight may be None."""
+    if lam == 0.0:
+        return eps_cam
+    if lam == 1.0:
+        return eps_free
+    return lam * eps_free + (1 - lam) * eps_cam
+
+
+def branches_needed(lam: float) -> tuple[bool, bool]:
+    """(camera-free, camera-conditioned): which branches lam weighs."""
+    return lam > 0.0, lam < 1.0
+
+
+def split_branches(eps: tuple[Tensor, ...] | list[Tensor], lam: float) -> tuple[Tensor | None, Tensor | None]:
+    """(camera-free, camera) from the predictions of the branches lam weighs, in branch_labels' order."""
+    free, camera = branches_needed(lam)
+    return (eps[0] if free else None), (eps[-1] if camera else None)
 
 
 class Variational(Protocol):
@@ -169,6 +190,22 @@ class CameraConvIn(nn.Module):
         return out + F.interpolate(grid, size=out.shape[-2:], mode="bilinear", align_corners=False).to(out.dtype)
 
 
+class RowGate(nn.Module):
+    """A LoRA layer's dropout, then its input rows times a 0/1 gate while one is set: rows gated 0 get
+    lora_B(lora_A(0)) = 0 (no biases), so their output is the base layer's, bit for bit."""
+
+    class Shared:
+        value: Tensor | None = None
+
+    def __init__(self, dropout: nn.Module, shared: "RowGate.Shared"):
+        super().__init__()
+        self.dropout, self.shared = dropout, shared
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, gate = self.dropout(x), self.shared.value
+        return x if gate is None else x * gate.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+
+
 class UNetVariational(nn.Module):
     def __init__(self, unet, text_embedding: Tensor, scheduler, cfg: VariationalConfig):
         """unet: the base network (the prior's own when shared); scheduler: the one `unet` was trained with
@@ -186,6 +223,7 @@ class UNetVariational(nn.Module):
             trainable = [p for n, p in unet.named_parameters() if "lora_" in n]
             for p in trainable:  # LoRA weights train in fp32 even on a half-precision base
                 p.data = p.data.float()
+            self._gate_lora_layers(unet)
         else:
             unet.requires_grad_(True)
             trainable = list(unet.parameters())
@@ -204,6 +242,26 @@ class UNetVariational(nn.Module):
                                                                    "lr": cfg.lr * cfg.camera_lr_scale}],
                                            lr=cfg.lr, betas=(0.9, 0.99), fused=True)
 
+    def _gate_lora_layers(self, unet) -> None:
+        """Lets one UNet call run the LoRA on some rows and only the base weights on others (`lora_rows`): each
+        LoRA layer's dropout slot (an identity here) gets a RowGate. peft's own mixed-batch inference
+        (`adapter_names`) indexes every layer's rows with a Python list, which on CUDA is an upload and a wait
+        per layer, 128 of them a call on SD 2.1; the gate is one multiplication."""
+        self._gate = RowGate.Shared()
+        for module in unet.modules():
+            if hasattr(module, "lora_dropout") and ADAPTER in module.lora_dropout:
+                module.lora_dropout[ADAPTER] = RowGate(module.lora_dropout[ADAPTER], self._gate)
+
+    @contextlib.contextmanager
+    def lora_rows(self, gate: Tensor):
+        """Within: the UNet adds the LoRA's output to the rows where gate [R] is 1 and nothing (exactly) where
+        it is 0; the camera term is the class labels' mask's business."""
+        self._gate.value = gate
+        try:
+            yield
+        finally:
+            self._gate.value = None
+
     def _eps(self, x_t: Tensor, t: Tensor, class_labels: Tensor) -> Tensor:
         text = self.text.expand(len(x_t), -1, -1).to(self.dtype)
         pred = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=text, class_labels=class_labels).sample
@@ -217,16 +275,15 @@ class UNetVariational(nn.Module):
     @torch.no_grad()
     def eps_branches(self, x_t: Tensor, t: Tensor, cam16: Tensor, noise: Tensor,
                      lam: float) -> tuple[Tensor | None, Tensor | None]:
-        """Only the branches lam weighs; both in one batched UNet call when both are needed."""
-        if lam == 0.0:
-            return None, self.camera_eps(x_t, t, cam16)
-        if lam == 1.0:
-            return self.camera_eps(x_t, t, None), None
-        B = len(x_t)
+        """Only the branches lam weighs, in one batched UNet call."""
+        labels = self.branch_labels(cam16, len(x_t), lam)
+        eps = self._eps(x_t.repeat(len(labels), 1, 1, 1), t.repeat(len(labels)), torch.cat(labels))
+        return split_branches(eps.chunk(len(labels)), lam)
+
+    def branch_labels(self, cam16: Tensor, batch: int, lam: float) -> list[Tensor]:
+        """Class labels of the branches lam weighs, camera-free first: [batch,17] each."""
         emb = self.unet.class_embedding
-        labels = torch.cat([emb.labels(None, B), emb.labels(cam16, B)])
-        eps_free, eps_cam = self._eps(torch.cat([x_t, x_t]), torch.cat([t, t]), labels).chunk(2)
-        return eps_free, eps_cam
+        return [emb.labels(cam, batch) for cam, needed in zip((None, cam16), branches_needed(lam)) if needed]
 
     def update(self, latents: Tensor, cam16: Tensor, snapshot: Snapshot) -> dict[str, Tensor]:
         """One optimiser step of the denoising loss on the detached latents at `train_steps` timesteps each;

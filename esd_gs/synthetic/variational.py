@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..cameras import sample_orbit
-from ..guidance.variational import Snapshot
+from ..guidance.variational import Snapshot, branches_needed
 from .config import SyntheticConfig
 from .prior import ideal_eps
 
@@ -57,10 +57,11 @@ class ExactVariational:
     def eps_branches(self, x_t: Tensor, t: Tensor, cam16: Tensor, noise: Tensor,
                      lam: float) -> tuple[Tensor | None, Tensor | None]:
         eps_free = eps_cam = None
-        if lam > 0.0:
+        free, camera = branches_needed(lam)
+        if free:
             eps_free = noise if self.bank is None else \
                 ideal_eps(x_t, t, self.bank, torch.zeros(len(self.bank), device=x_t.device), self.scheduler)
-        if lam < 1.0:
+        if camera:
             if self.cfg.camera_branch == "dirac" or self.bank is None:
                 eps_cam = noise
             else:

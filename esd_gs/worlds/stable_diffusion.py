@@ -41,7 +41,7 @@ class StableDiffusionWorld(World):
         variational = None if cfg.guidance == "sds" else self.variational(prior)
         return DistillationObjective(prior, variational, cfg.guidance, cfg.lam, cfg.prior, cfg.cameras,
                                      cfg.render.resolution, cfg.render.batch_size, cfg.steps, cfg.render.background,
-                                     cfg.lam_final)
+                                     cfg.lam_final, fused=not cfg.eager)
 
     def variational(self, prior: StableDiffusionPrior) -> UNetVariational:
         """LoRA on the prior's own UNet (shared), or on a separately loaded base model with its own
