@@ -304,8 +304,51 @@ class ExportArgs:
     (front towards +z); -y: INRIA/COLMAP's, which SuperSplat and mkkellogg's viewer assume for .ply and
     .splat. auto: y for .glb (glTF is y-up by specification) and .spz (stored y-up by its specification),
     z for the rest."""
+    yaw: str | None = None
+    """Turn the object about its vertical axis before writing: degrees (counter-clockwise seen from above), or
+    'front' to turn its front towards esd-gs's +x, which every --up frame maps to the side a viewer's default
+    camera sees (glTF's +z): from the Janus report's best alignment for runs on the synthetic head (a run
+    folder's config.yaml says), 0 for Stable Diffusion runs with view prompts (their "front view" is +x)."""
     mesh_options: tyro.conf.OmitArgPrefixes[MeshConfig] = dataclasses.field(default_factory=MeshConfig)
     device: str = "auto"
+
+
+def export_yaw(args: ExportArgs, splats) -> float:
+    """--yaw in degrees; 'front' from where the run's front is (see ExportArgs.yaw)."""
+    import math
+
+    import yaml
+
+    if args.yaw is None:
+        return 0.0
+    if args.yaw != "front":
+        try:
+            deg = float(args.yaw)
+        except ValueError:
+            raise UserError(f"--yaw takes degrees or 'front' (got {args.yaw!r})") from None
+        if not math.isfinite(deg):
+            raise UserError(f"--yaw must be a finite number of degrees (got {args.yaw!r})")
+        return deg
+    config = Path(args.path) / "config.yaml"
+    if not config.is_file():
+        raise UserError(f"--yaw front needs a run folder (its config.yaml tells where the front is); {args.path} "
+                        "is not one: pass --yaw DEG")
+    try:
+        cfg = yaml.safe_load(config.read_text(errors="replace")) or {}
+    except yaml.YAMLError:
+        raise UserError(f"{config}: not readable YAML; pass --yaw DEG") from None
+    from .worlds.stable_diffusion import knows_synthetic_head
+
+    if not isinstance(cfg, dict):
+        raise UserError(f"{config}: not a run's config; pass --yaw DEG")
+    if cfg.get("world") == "synthetic" or knows_synthetic_head(str(cfg.get("model_path") or "")):
+        from .synthetic.janus import janus_report
+
+        return -janus_report(splats)["front_azimuth_deg"]
+    if (cfg.get("prior") or {}).get("view_dependent_prompt", True):
+        return 0.0
+    raise UserError(f"--yaw front: {args.path} was trained without view prompts, so nothing fixed its front; "
+                    "pass --yaw DEG")
 
 
 def export_up(args: ExportArgs, target: Path) -> str:
@@ -316,14 +359,13 @@ def export_up(args: ExportArgs, target: Path) -> str:
 
 
 def cmd_export(argv: list[str]) -> None:
-    import torch
     from gsplat import export_splats
 
-    from .gaussians import truncate_sh
+    from .gaussians import splats_from_tensors, truncate_sh
     from .io.atomic import atomic_path, check_output_file
     from .io.gltf import write_glb
-    from .io.orient import UP_ROTATIONS, to_up
-    from .io.ply import load_splats, write_ply
+    from .io.orient import UP_ROTATIONS, rotate_splats, to_up, yaw_rotation
+    from .io.ply import load_splats, write_compressed_ply, write_ply
     from .io.spz import write_spz
     from .mesh import splats_to_mesh, write_mesh
 
@@ -335,22 +377,25 @@ def cmd_export(argv: list[str]) -> None:
     for target in targets:
         check_output_file(target)
     splats = load_splats(args.path, args.device)
+    yaw = export_yaw(args, splats)
+    if yaw:
+        splats = splats_from_tensors(rotate_splats(splats, yaw_rotation(yaw)), splats["means"].device)
+        print(f"turned {yaw:+.1f} deg about the vertical axis")
     kept = truncate_sh(splats, args.sh_degree)
     n = len(kept["means"])
     if args.ply and not args.compressed:
         write_ply(args.ply, to_up(kept, export_up(args, args.ply)))
         print(f"wrote {args.ply} ({n} Gaussians, {export_up(args, args.ply)}-up)")
-    for target, fmt in ((args.splat, "splat"), (args.ply if args.compressed else None, "ply_compressed")):
-        if target:
-            turned = to_up(kept, export_up(args, target))
-            tensors = [turned[k].detach().cpu() for k in ("means", "scales", "quats", "opacities", "sh0", "shN")]
-            if fmt == "ply_compressed" and tensors[-1].shape[1] == 0:
-                # gsplat writes degree 0 as an `sh` element without properties: PlayCanvas (SuperSplat)
-                # loops forever on it and mkkellogg's viewer loads no splat; zero degree-1 bands both read
-                tensors[-1] = torch.zeros(n, 3, 3)
-            with atomic_path(target) as tmp:
-                export_splats(*tensors, format=fmt, save_to=str(tmp))
-            print(f"wrote {target} ({n} Gaussians, {fmt}, {export_up(args, target)}-up)")
+    if args.splat:
+        turned = to_up(kept, export_up(args, args.splat))
+        with atomic_path(args.splat) as tmp:
+            export_splats(*[turned[k].detach().cpu() for k in ("means", "scales", "quats", "opacities", "sh0", "shN")],
+                          format="splat", save_to=str(tmp))
+        print(f"wrote {args.splat} ({n} Gaussians, splat, {export_up(args, args.splat)}-up)")
+    if args.ply and args.compressed:
+        written = write_compressed_ply(args.ply, to_up(kept, export_up(args, args.ply)))
+        left = f"; {n - written} with opacity <= 1/255 left out, as the format does" if written < n else ""
+        print(f"wrote {args.ply} ({written} Gaussians, ply_compressed, {export_up(args, args.ply)}-up{left})")
     for target, write in ((args.glb, write_glb), (args.spz, write_spz)):
         if target:
             write(target, to_up(kept, export_up(args, target)))

@@ -515,3 +515,34 @@ def test_a_trainer_driven_step_by_step_unlocks_its_folder_when_closed(tmp_path):
         trainer.train_step()
         assert locked_elsewhere(trainer.run_dir)
     assert not locked_elsewhere(trainer.run_dir)
+
+
+def test_media_on_a_nearly_full_disk_keep_the_good_file(full_disk, blob_ply):
+    """MP4, GIF and PNG at fill levels from nothing to almost the file's size: the writer says so in one line
+    (the MP4 once said "wrote" after ffmpeg's trailer error and left a 4 KB file no player opens) and the good
+    file that was there is unchanged; with room, it is replaced."""
+    from esd_gs.io.media import save_png, save_video
+
+    frames = torch.rand(48, 128, 128, 3, generator=torch.Generator().manual_seed(0))
+    other = frames.flip(0)
+    for name, write in (("t.mp4", lambda p, f: save_video(p, f)), ("t.gif", lambda p, f: save_video(p, f[:12])),
+                        ("t.png", lambda p, f: save_png(p, f[0]))):
+        target = full_disk.path / name
+        (full_disk.path / "filler").unlink(missing_ok=True)
+        write(target, frames)
+        good = target.read_bytes()
+        for free in sorted({0, 4096, len(good) // 4, len(good) // 2, len(good) - 4096}):
+            (full_disk.path / "filler").unlink(missing_ok=True)
+            full_disk.fill(free)
+            with pytest.raises(UserError, match=f"cannot write {target}"):
+                write(target, other)
+            assert target.read_bytes() == good, (name, free)
+            assert not [p for p in full_disk.path.iterdir() if p.name.startswith(".")], free  # no temp left
+        (full_disk.path / "filler").unlink()
+        write(target, other)
+        assert target.read_bytes() != good
+    full_disk.fill(5_000)  # the command the testers ran: one line, exit 2, the good file kept
+    r = cli("render", blob_ply, "--frames", "48", "--resolution", "128", "--format", "mp4", "--output",
+            full_disk.path / "t.mp4", "--background", "0", "0", "0")
+    assert_clean_error(r, "cannot write")
+    assert (full_disk.path / "t.mp4").read_bytes() != b"" and (full_disk.path / "t.mp4").stat().st_size > 10_000

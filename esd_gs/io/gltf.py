@@ -30,7 +30,7 @@ from .atomic import atomic_path, reads_back
 
 EXT = "KHR_gaussian_splatting"
 SH_C0 = 0.28209479177387814
-FLOAT, POINTS = 5126, 0
+FLOAT, POINTS, ARRAY_BUFFER = 5126, 0, 34962  # ARRAY_BUFFER: the bufferView target of vertex attributes
 TYPES = {1: "SCALAR", 3: "VEC3", 4: "VEC4"}
 
 
@@ -70,7 +70,7 @@ def write_glb(path: str | os.PathLike, splats) -> None:
     blob, views, accessors = bytearray(), [], []
     for i, (name, a) in enumerate(attrs.items()):
         a = np.ascontiguousarray(a, dtype=np.float32)
-        views.append(gl.BufferView(buffer=0, byteOffset=len(blob), byteLength=a.nbytes))
+        views.append(gl.BufferView(buffer=0, byteOffset=len(blob), byteLength=a.nbytes, target=ARRAY_BUFFER))
         accessors.append(gl.Accessor(bufferView=i, componentType=FLOAT, count=len(a), type=TYPES[a.shape[1]],
                                      **({"min": a.min(0).tolist(), "max": a.max(0).tolist()} if name == "POSITION"
                                         else {})))

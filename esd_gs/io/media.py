@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
+from typing import Callable
 
 import imageio.v3 as iio
 import numpy as np
@@ -31,11 +33,27 @@ def grid(images: Tensor, cols: int | None = None, upscale: int = 1) -> Tensor:
     return images.permute(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
 
 
+def reads_back_frames(frames: int, shape: tuple[int, ...], **read) -> Callable[[Path], str | None]:
+    """An atomic_path `verify` for images and videos: the file decodes (imageio; ffmpeg for MP4) into
+    `frames` frames of `shape` [H,W,3]; else what is wrong."""
+    def verify(tmp: Path) -> str | None:
+        try:
+            got = [frame.shape[:2] for frame in iio.imiter(tmp, **read)]
+        except Exception as e:  # any decoder failure: the file is not what was written
+            return f"it does not decode ({type(e).__name__})"
+        if len(got) != frames or any(g != shape[:2] for g in got):
+            return f"it decodes into {len(got)} of {frames} frames" if len(got) != frames else "its frames decode wrong"
+        return None
+    return verify
+
+
 def write_encoded(path: str | os.PathLike, data: np.ndarray, extension: str, **kwargs) -> None:
     """Encodes in memory, then writes the bytes atomically: a failed write (a full disk) is then ours to
-    report, not a file imageio's plugin still holds and fails to close again when collected."""
+    report, not a file imageio's plugin still holds and fails to close again when collected. The file is
+    decoded again before it replaces anything."""
     encoded = iio.imwrite("<bytes>", data, extension=extension, **kwargs)
-    with atomic_path(path) as tmp:
+    frames = len(data) if data.ndim == 4 else 1
+    with atomic_path(path, verify=reads_back_frames(frames, data.shape[-3:], extension=extension)) as tmp:
         tmp.write_bytes(encoded)
 
 
@@ -63,10 +81,12 @@ def save_video(path: str | os.PathLike, frames: Tensor, fps: int = 15) -> bool:
     if not ffmpeg_available():
         warnings.warn(f"skipped {path}: no usable ffmpeg (pip install imageio-ffmpeg)")
         return False
-    with atomic_path(path) as tmp:
+    # ffmpeg says nothing (its trailer error on a full disk said "wrote" after it); the file is decoded again,
+    # frame count and size, before it replaces the one that was there
+    with atomic_path(path, verify=reads_back_frames(len(data), data.shape[-3:], plugin="FFMPEG")) as tmp:
         try:
             iio.imwrite(tmp, data, extension=os.path.splitext(str(path))[1], fps=fps, codec="libx264",
-                        macro_block_size=1, plugin="FFMPEG")
+                        macro_block_size=1, plugin="FFMPEG", ffmpeg_log_level="quiet")
         except (OSError, RuntimeError) as e:  # ffmpeg's pipe breaks when it cannot write
             raise UserError(f"cannot write {path}: ffmpeg failed ({type(e).__name__}; is the disk full?)") from None
     return True

@@ -10,6 +10,7 @@ function of the view direction, so its coefficients must turn with the scene).
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -74,6 +75,13 @@ def rotate_splats(splats, r: Tensor) -> dict[str, Tensor]:
         a = sh_rotation(r, degree)[1:, 1:].to(out["shN"])  # degree 0 is invariant
         out["shN"] = torch.einsum("kj,njc->nkc", a, out["shN"])
     return out
+
+
+def yaw_rotation(deg: float) -> Tensor:
+    """The rotation by `deg` about esd-gs's vertical axis z, counter-clockwise seen from above (a feature at
+    azimuth a moves to a + deg)."""
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 def to_up(splats, up: Up) -> dict[str, Tensor]:

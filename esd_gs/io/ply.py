@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from plyfile import PlyData, PlyElement
+from torch import Tensor
 
 from ..errors import UserError
-from .atomic import atomic_path
+from ..gaussians import SH_C0
+from .atomic import atomic_path, reads_back
 
 REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
             "rot_0", "rot_1", "rot_2", "rot_3"]
@@ -47,6 +49,78 @@ def write_ply(path: str | os.PathLike, splats) -> None:
         data[name] = values.numpy()
     with atomic_path(path) as tmp:
         PlyData([PlyElement.describe(data, "vertex")], byte_order="<").write(str(tmp))
+
+
+def compressed_kept(splats) -> Tensor:
+    """Which splats SuperSplat's compressed PLY keeps (gsplat's exporter): finite ones with opacity above
+    1/255, below which every renderer skips a splat anyway."""
+    keys = ("means", "scales", "quats", "opacities", "sh0", "shN")
+    finite = torch.stack([splats[k].detach().reshape(len(splats["means"]), -1).isfinite().all(1) for k in keys]).all(0)
+    return finite & (torch.sigmoid(splats["opacities"].detach()) > 1 / 255)
+
+
+def write_compressed_ply(path: str | os.PathLike, splats) -> int:
+    """Writes SuperSplat's compressed PLY (gsplat's exporter) atomically; returns how many splats it holds
+    (compressed_kept). Degree 0 has no `sh` element, as SuperSplat writes it: gsplat's empty one hangs
+    PlayCanvas, and zero degree-1 bands in its place read as +0.0156 (byte 128) in every reader."""
+    from gsplat import export_splats
+
+    n = int(compressed_kept(splats).sum())
+    if n == 0:
+        raise UserError(f"refusing to write {path}: every splat is transparent (opacity <= 1/255) or not finite, "
+                        "and the compressed format leaves those out")
+    tensors = [splats[k].detach().float().cpu() for k in ("means", "scales", "quats", "opacities", "sh0", "shN")]
+    data = export_splats(*tensors, format="ply_compressed")
+    if tensors[-1].shape[1] == 0:
+        data = data.replace(f"element sh {n}\nend_header\n".encode(), b"end_header\n", 1)
+    with atomic_path(path, verify=reads_back(read_ply, n)) as tmp:
+        tmp.write_bytes(data)
+    return n
+
+
+def _read_compressed(path: Path, ply: PlyData) -> dict[str, Tensor]:
+    """SuperSplat's compressed PLY: chunks of 256 splats with float bounds, positions and log scales as
+    11/10/11-bit fractions of them, colour and opacity as 8-bit ones, quaternions as the smallest three at 10
+    bits, SH bands as bytes (decoded as PlayCanvas decodes them)."""
+    chunk, vertex = ply["chunk"].data, ply["vertex"].data
+    n = len(vertex)
+    if n == 0:
+        raise UserError(f"{path} holds no Gaussians")
+    if len(chunk) * 256 < n:
+        raise UserError(f"{path}: {len(chunk)} chunks cannot hold {n} splats (corrupt compressed PLY)")
+    bounds = lambda *names: torch.from_numpy(np.stack([chunk[f] for f in names], -1).astype(np.float32))  # noqa: E731
+    of_chunk = torch.arange(n) // 256
+    lo_hi = lambda names: (bounds(*[f"min_{x}" for x in names])[of_chunk],  # noqa: E731
+                           bounds(*[f"max_{x}" for x in names])[of_chunk])
+    packed = {k: torch.from_numpy(vertex[k].astype(np.int64)) for k in
+              ("packed_position", "packed_rotation", "packed_scale", "packed_color")}
+
+    def unpack(v: Tensor, bits: tuple[int, ...]) -> Tensor:
+        out, shift = [], sum(bits)
+        for b in bits:
+            shift -= b
+            out.append(((v >> shift) & ((1 << b) - 1)).float() / ((1 << b) - 1))
+        return torch.stack(out, -1)
+
+    lerp = lambda t, lo_hi: lo_hi[0] + t * (lo_hi[1] - lo_hi[0])  # noqa: E731
+    means = lerp(unpack(packed["packed_position"], (11, 10, 11)), lo_hi(["x", "y", "z"]))
+    scales = lerp(unpack(packed["packed_scale"], (11, 10, 11)), lo_hi(["scale_x", "scale_y", "scale_z"]))
+    rgba = unpack(packed["packed_color"], (8, 8, 8, 8))
+    colour = lerp(rgba[:, :3], lo_hi(["r", "g", "b"]))
+    three = (unpack(packed["packed_rotation"], (10, 10, 10)) - 0.5) * math.sqrt(2)
+    largest = (packed["packed_rotation"] >> 30) & 3
+    quats = torch.zeros(n, 4)
+    rest = torch.tensor([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])[largest]
+    quats.scatter_(1, rest, three)
+    quats.scatter_(1, largest[:, None], (1 - three.square().sum(-1, keepdim=True)).clamp_min(0).sqrt())
+    alpha = rgba[:, 3].clamp(0.5 / 255, 1 - 0.5 / 255)
+    n_rest = len(ply["sh"].data.dtype.names or ()) if "sh" in ply else 0
+    shn = torch.zeros(n, 0, 3)
+    if n_rest:
+        raw = np.stack([ply["sh"].data[f"f_rest_{i}"] for i in range(n_rest)], -1).astype(np.float32)
+        shn = ((torch.from_numpy(raw) + 0.5) / 256 - 0.5).mul(8).reshape(n, 3, -1).transpose(1, 2).contiguous()
+    return {"means": means, "sh0": ((colour - 0.5) / SH_C0)[:, None], "shN": shn,
+            "opacities": torch.log(alpha / (1 - alpha)), "scales": scales, "quats": quats}
 
 
 def _check_header(path: Path) -> None:
@@ -100,7 +174,10 @@ def read_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise UserError(f"{path} is empty")
     try:
         _check_header(path)
-        vertex = PlyData.read(str(path))["vertex"].data
+        ply = PlyData.read(str(path))
+        if "chunk" in ply and "packed_position" in (ply["vertex"].data.dtype.names or ()):
+            return _read_compressed(path, ply)
+        vertex = ply["vertex"].data
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or type(e).__name__}") from None
     except UserError:

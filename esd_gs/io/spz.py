@@ -20,10 +20,17 @@ from .atomic import atomic_path, reads_back
 SPZ_VERSION = 3
 
 
+SPZ_MAX_COORDINATE = 2.0**11  # 24-bit signed fixed point with 12 fractional bits
+
+
 def write_spz(path: str | os.PathLike, splats) -> None:
     import gsply
 
     a = {k: splats[k].detach().cpu().to(torch.float32) for k in ("means", "scales", "quats", "opacities", "sh0", "shN")}
+    far = a["means"].abs().max().item() if len(a["means"]) else 0.0
+    if not far < SPZ_MAX_COORDINATE:  # NaN too
+        raise UserError(f"refusing to write {path}: SPZ holds positions below {SPZ_MAX_COORDINATE:g} in size (24-bit "
+                        f"fixed point), and these reach {far:.3g}")
     data = gsply.GSData(means=a["means"].numpy(), scales=a["scales"].numpy(),
                         quats=torch.nn.functional.normalize(a["quats"], dim=-1).numpy(),
                         opacities=a["opacities"].numpy(), sh0=a["sh0"][:, 0].numpy(), shN=a["shN"].numpy())

@@ -4,6 +4,7 @@
 ground-truth head rendered every 5 deg. From the matched azimuths:
   front_share     fraction matched to a front view (|az| < 45); truth 6/24 = 0.25
   face_count      separate circular arcs of front-matched views
+  front_azimuth_deg  the azimuth the result's front is seen from, by that best rotation (the truth: 0)
   view_error_deg  mean angular error after the best global rotation (orientation is arbitrary
                   without view prompts: a correct head facing backwards is not Janus)
   view_variety    entropy (nats) of the 8-bin histogram of matched azimuths; truth ~log 8 = 2.08
@@ -87,9 +88,8 @@ def janus_report(splats, cfg: SyntheticConfig | None = None) -> dict:
     posterior = torch.softmax(-d_bin / VIEW_TEMPERATURE, dim=1)
     match_rms = d.min(dim=1).values.mean().item()
     front = (matched.abs() < 45.0).tolist()
-    errors = []
-    for shift in torch.arange(-180.0, 180.0, REFERENCE_STEP_DEG):
-        errors.append(wrap_deg(matched - (az + shift)).abs().mean().item())
+    shifts = torch.arange(-180.0, 180.0, REFERENCE_STEP_DEG)
+    errors = [wrap_deg(matched - (az + shift)).abs().mean().item() for shift in shifts]
     hist = torch.histc(torch.remainder(matched + 180.0, 360.0), bins=BINS, min=0.0, max=360.0)
     variety = entropy(hist / hist.sum()).item()
     front_share = sum(front) / NUM_VIEWS
@@ -98,6 +98,8 @@ def janus_report(splats, cfg: SyntheticConfig | None = None) -> dict:
         "front_share": front_share,
         "face_count": face_count,
         "view_error_deg": min(errors),
+        # the view at azimuth a shows the truth's a + shift: the front is seen from -shift
+        "front_azimuth_deg": float(wrap_deg(-shifts[int(torch.tensor(errors).argmin())])),
         "view_variety": variety,
         "janus": bool(face_count >= 2 or front_share >= 0.5),
         "no_face": face_count == 0,
