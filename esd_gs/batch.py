@@ -3,7 +3,7 @@
 A job is a set of `esd-gs train` settings; every job becomes one Ray task that calls the same training
 code as `esd-gs train` (args.train_from_args) in its own run folder under the batch folder. The driver
 keeps `index.json` / `index.csv` (one row per job: its flags, status (pending, submitted,
-done, failed or interrupted), seconds, final metrics, paths) and
+done, failed, interrupted, or changed: finished with settings its job no longer says), seconds, final metrics, paths) and
 draws `contact_sheet.png` (a row of turntable frames per job). Rerunning the same command skips
 finished runs, resumes interrupted ones from their last checkpoint and reruns the rest; a lock file in
 each run folder keeps two workers off the same run. A job that fails is one line in the index; the
@@ -17,6 +17,7 @@ dotted key such as render.resolution, and `args` (a list of raw train flags).
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import json
 import os
@@ -73,7 +74,7 @@ def read_jobs(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"jobs file not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Excel's CSV) is no part of the first key
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text (byte {e.start}); save the jobs file as UTF-8") from None
     suffix = path.suffix.lower()
@@ -84,7 +85,8 @@ def read_jobs(path: Path) -> list[dict]:
             data = yaml.safe_load(text) or []
         except yaml.YAMLError as e:
             raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-        data = data.get("jobs", []) if isinstance(data, dict) else data
+        if isinstance(data, dict):  # {jobs: [...]}, or one job
+            data = data["jobs"] if "jobs" in data else [data]
         if not isinstance(data, list) or not all(isinstance(j, dict) for j in data):
             raise UserError(f"{path}: expected a list of jobs (mappings of train settings)")
         jobs = data
@@ -105,16 +107,22 @@ def job_flags(job: dict) -> list[str]:
     """A job's settings as `esd-gs train` flags (unknown keys pass through: train names them)."""
     from .config import TrainConfig, flatten, to_dict
 
-    bools = {k for k, v in flatten(to_dict(TrainConfig())).items() if isinstance(v, bool)}
+    defaults = flatten(to_dict(TrainConfig()))
+    bools = {k for k, v in defaults.items() if isinstance(v, bool)}
+    texts = {k for k, v in defaults.items() if isinstance(v, str)} | {"run_name"}
     flags = []
     for key, value in flatten({str(k): v for k, v in job.items() if k != "args"}).items():
         head, _, name = key.rpartition(".")
         option = "--" + (head + "." if head else "") + name.replace("_", "-")
+        if key in texts and not isinstance(value, str):  # YAML reads `prompt: yes` as True, `prompt:` as None
+            raise UserError(f"a job's {key} must be text (got {value!r}); quote it in the jobs file")
         if key in bools:
             on = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
             flags.append(option if on else "--" + (head + "." if head else "") + "no-" + name.replace("_", "-"))
         elif isinstance(value, (list, tuple)):
             flags += [option, *map(str, value)]
+        elif str(value).startswith("-"):  # "-a head" or -1: a value, not a flag
+            flags.append(f"{option}={value}")
         else:
             flags += [option, str(value)]
     extra = job.get("args") or []
@@ -131,6 +139,8 @@ def expand_jobs(jobs: list[dict], args: BatchArgs) -> list[dict]:
             seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         except ValueError:
             raise UserError(f"--seeds takes integers separated by commas (got {args.seeds!r})") from None
+        if not seeds:
+            raise UserError(f"--seeds lists no seed (got {args.seeds!r}); e.g. --seeds 0,1,2")
     shared = {k: v for k, v in (("preset", args.preset), ("steps", args.steps)) if v is not None}
     out = []
     for job in jobs:
@@ -149,11 +159,11 @@ RUNNING = ".running"  # present while a worker trains the run (the driver counts
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path):
-    """Holds the run folder's lock (io/lock.py: a second worker, or any other esd-gs, on the same run fails
-    at once) and marks the run as running meanwhile."""
+def run_lock(run_dir: Path, wait: bool = False):
+    """Holds the run folder's lock (io/lock.py: another esd-gs on the same run fails at once, or with `wait`
+    this waits for it to end) and marks the run as running meanwhile."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir):
+    with RunLock(run_dir, wait=wait):
         (run_dir / RUNNING).touch()
         try:
             yield
@@ -161,16 +171,29 @@ def run_lock(run_dir: Path):
             (run_dir / RUNNING).unlink(missing_ok=True)
 
 
+def finished_result(run_dir: Path) -> dict:
+    """What a worker reports for a run that was finished when it got the lock (by another batch, say)."""
+    from .io.ply import read_ply
+
+    return {"run_dir": str(run_dir), "n_gaussians": len(read_ply(run_dir / "splats.ply")["means"]),
+            "skipped_steps": 0, "janus": finished_metrics(run_dir), "reused": True}
+
+
 def train_job(argv: list[str], run_dir: str, threads: int) -> dict:
-    """One job inside a Ray worker: the `esd-gs train` code path, with `threads` CPU threads."""
+    """One job inside a Ray worker: the `esd-gs train` code path, with `threads` CPU threads. The run's state
+    is decided here, under its lock (another batch of the same jobs may have finished or started it since the
+    driver planned): finished, it is reported as it is; with a checkpoint, resumed; else started afresh."""
     import torch
 
     from .args import train_from_args
 
     torch.set_num_threads(threads)  # the rasterizer's numba kernels follow it
     t0 = time.monotonic()
-    with run_lock(Path(run_dir)):
-        result = train_from_args(argv, quiet=True)
+    with run_lock(Path(run_dir), wait=True):
+        state = run_state(Path(run_dir))
+        if state == "done":
+            return {**finished_result(Path(run_dir)), "seconds": 0.0}
+        result = train_from_args([*argv, "--resume" if state == "resumable" else "--overwrite"], quiet=True)
     return {**result, "seconds": time.monotonic() - t0}
 
 
@@ -184,6 +207,7 @@ class Job:
     run_dir: Path | None = None
     gpu: bool = False
     error: str | None = None
+    cfg: object = None  # its TrainConfig
     photos: SyntheticConfig | None = None  # the synthetic world's data settings: its prior's photo set
     truth: SyntheticConfig | None = None  # where the Janus report renders the true head (synthetic world, tiny-sd)
 
@@ -195,12 +219,14 @@ def plan(jobs: list[dict], shared_flags: list[str], batch_dir: Path) -> list[Job
     from .train import default_run_name
     from .worlds.stable_diffusion import DEFAULT_MODEL, knows_synthetic_head
 
-    planned, names = [], set()
-    for i, settings in enumerate(jobs):
+    from tqdm import tqdm
+
+    planned, names = [], set()  # thousands of jobs take a while to parse: say so
+    for i, settings in enumerate(tqdm(jobs, desc="planning jobs", unit="job", disable=len(jobs) < 1000, delay=2)):
         job = Job(i, settings, list(shared_flags))
         try:
             job.argv += job_flags(settings)
-            cfg = parse_train_args(job.argv)
+            cfg = job.cfg = parse_train_args(job.argv)
             validate(cfg)
             name = cfg.run_name or default_run_name(cfg)
             job.gpu = cfg.world == "stable-diffusion" and cfg.device != "cpu"  # tiny-sd runs say cpu
@@ -242,6 +268,30 @@ def run_state(run_dir: Path) -> str:
     if checkpoint_paths(run_dir / "checkpoints"):
         return "resumable"
     return "new"
+
+
+# settings that do not change what a run trains (where it is, how it is logged and run)
+NOT_TRAINING = ("resume", "overwrite", "preset", "output_dir", "run_name", "device", "eager", "render.backend", "log.",
+                "viewer", "viewer_port", "viewer_every")
+
+
+def changed_settings(job: Job) -> str | None:
+    """What a finished run was trained with that its job no longer says ("steps: 3 -> 50, ..."); None: the same."""
+    from .config import config_changes, saved_config
+    from .guidance.distill import anneal_step
+
+    cfg = copy.deepcopy(job.cfg)
+    cfg.prior.anneal_step = anneal_step(cfg.steps, cfg.prior)  # as the run fixed it when it started
+    try:
+        changes = config_changes(saved_config(job.run_dir), cfg)
+    except UserError as e:
+        return str(e)
+    changes = {k: v for k, v in changes.items() if not any(k == n or (n.endswith(".") and k.startswith(n))
+                                                            for n in NOT_TRAINING)}
+    if not changes:
+        return None
+    listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:4])
+    return listed + (f" and {len(changes) - 4} more" if len(changes) > 4 else "")
 
 
 def finished_metrics(run_dir: Path) -> dict:
@@ -333,14 +383,16 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
         state = "failed" if job.error else run_state(job.run_dir)
         if job.error:
             rows[job.index] = row(job, "failed", error=job.error)
+        elif state == "done" and (changed := changed_settings(job)):
+            rows[job.index] = row(job, "changed", error=f"finished with other settings ({changed}); to train it as "
+                                  f"the job now says, remove {job.run_dir} or give the job another run_name")
         elif state == "done":
             old = before.get(job.run_name, {})
             rows[job.index] = row(job, "done", old.get("seconds"), metrics=old.get("metrics") or
                                   finished_metrics(job.run_dir))
         else:
             job.argv = [*without_flag(job.argv, "--run-name"), "--output-dir", str(batch_dir),
-                        "--run-name", job.run_name, "--log.no-progress",
-                        "--resume" if state == "resumable" else "--overwrite"]
+                        "--run-name", job.run_name, "--log.no-progress"]  # --resume or --overwrite: train_job
             (job.run_dir / RUNNING).unlink(missing_ok=True)  # left by a worker of a killed batch
             pending.append(job)
             rows[job.index] = row(job, "pending")
@@ -361,25 +413,35 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
             ray.shutdown()
             reaper.finish(watch)
 
-    # "local": a new instance even where `ray start` left a cluster's address behind (ray.init(None) would join it)
-    ray.init(address=address or ("local" if started_here else None), num_cpus=num_cpus if started_here else None,
-             include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}})
-    # SIGTERM (a scheduler, `kill`) stops as Ctrl-C does; installed before the first job is submitted (and
-    # the index says so), replacing the crash handler ray.init installs (a stack dump and exit 15)
+    if started_here:  # our own instance keeps Ray's default, token authentication, without Ray's notice of it
+        import logging
+
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # SIGTERM (a scheduler, `kill`) stops as Ctrl-C does, from before Ray starts (it exited 15 without a word
+    # when it came during ray.init) and again after it: ray.init installs a crash handler (a stack dump, exit 15)
     received, previous = [signal.SIGINT], None
-    if threading.current_thread() is threading.main_thread():
-        def on_term(signum, frame):
-            received[0] = signum
-            raise KeyboardInterrupt
+    on_main = threading.current_thread() is threading.main_thread()
+
+    def on_term(signum, frame):
+        received[0] = signum
+        raise KeyboardInterrupt
+
+    if on_main:
         previous = signal.signal(signal.SIGTERM, on_term)
     task = ray.remote(train_job)
     asks = {job.index: {"num_gpus": gpus_per_job, "num_cpus": 1} if job.gpu else {"num_cpus": cpus_per_job}
             for job in pending}
     refs, started, waiting, bar = {}, {}, [], None
     counts = {"done": sum(r["status"] == "done" for r in rows.values()),
-              "failed": sum(r["status"] == "failed" for r in rows.values())}
+              "failed": sum(r["status"] in ("failed", "changed") for r in rows.values())}
     try:
+        # "local": a new instance even where `ray start` left a cluster's address behind (ray.init(None) would
+        # join it)
+        ray.init(address=address or ("local" if started_here else None), num_cpus=num_cpus if started_here else None,
+                 include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}})
+        if on_main:
+            signal.signal(signal.SIGTERM, on_term)
         check_schedulable(pending, asks, ray.cluster_resources())
         for job in pending:
             ref = task.options(**asks[job.index], max_retries=0).remote(job.argv, str(job.run_dir), threads)
@@ -464,11 +526,44 @@ def contact_sheet(rows: list[dict], path: Path, frames: int = 8, size: int = 96)
         sheet.save(tmp, format="PNG")
 
 
+def check_args(args: BatchArgs) -> None:
+    """Refuses, before anything runs, values no batch can use; an --address (or $RAY_ADDRESS) must answer."""
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise UserError(f"--num-cpus must be at least 1 (got {args.num_cpus})")
+    if not args.cpus_per_job > 0 or not args.gpus_per_job >= 0:
+        raise UserError(f"--cpus-per-job must be above 0 and --gpus-per-job at least 0 (got {args.cpus_per_job}, "
+                        f"{args.gpus_per_job})")
+    if args.contact_frames < 1:
+        raise UserError(f"--contact-frames must be at least 1 (got {args.contact_frames})")
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_reachable(address, "--address" if args.address else "$RAY_ADDRESS")
+
+
+def check_reachable(address: str, where: str, timeout: float = 10.0) -> None:
+    """A HOST:PORT Ray address must parse and accept a connection within `timeout` s (Ray itself waits minutes
+    with nothing but its own warnings); 'auto' and ray:// addresses are Ray's to find."""
+    import socket
+
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"{where} {address!r} is not HOST:PORT (the head node's address, e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        why = "no answer" if isinstance(e, TimeoutError) else e.strerror or type(e).__name__
+        raise UserError(f"cannot reach the Ray cluster at {where} {address} ({why}); start it with `ray start "
+                        "--head` there, or leave the address out for a local one") from None
+
+
 def cmd_batch(argv: list[str]) -> None:
     from .args import parse
 
     own, shared = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     args = parse(BatchArgs, own, "esd-gs batch")
+    check_args(args)
     jobs = expand_jobs(read_jobs(args.jobs), args)
     batch_dir = args.output_dir or Path("outputs") / args.jobs.stem
     t0 = time.time()
@@ -478,8 +573,8 @@ def cmd_batch(argv: list[str]) -> None:
     done = sum(r["status"] == "done" for r in rows)
     print(f"batch {batch_dir}: {done} of {len(rows)} done in {time.time() - t0:.0f} s; index.json, index.csv, "
           "contact_sheet.png")
-    failed = [r for r in rows if r["status"] == "failed"]
+    failed = [r for r in rows if r["status"] in ("failed", "changed")]
     for r in failed:
-        print(f"  failed: {r['run_name']}: {r['error']}")
+        print(f"  {r['status']}: {r['run_name']}: {r['error']}")
     if failed:
-        raise UserError(f"{len(failed)} of {len(rows)} jobs failed (see {batch_dir / 'index.json'})")
+        raise UserError(f"{len(failed)} of {len(rows)} jobs failed or changed (see {batch_dir / 'index.json'})")

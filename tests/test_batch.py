@@ -243,9 +243,9 @@ def test_sigterm_stops_the_batch_driver_in_one_line(tmp_path):
         except ProcessLookupError:
             pass
     assert driver.returncode == 143, stderr
-    # Ray's own start-up notice (token authentication) may come first; ours is the last line, no traceback
+    # ours is the only line: no traceback, and none of Ray's notices (its token authentication's came first)
     lines = [line for line in stderr.splitlines() if line.strip()]
-    assert "batch stopped: 0 done, 0 failed, 1 interrupted" in lines[-1] and "Traceback" not in stderr, stderr
+    assert len(lines) == 1 and "batch stopped: 0 done, 0 failed, 1 interrupted" in lines[0], stderr
     assert [r["status"] for r in json.loads((out / "index.json").read_text())] == ["interrupted"]
 
 
@@ -318,3 +318,77 @@ def test_batch_on_a_ray_cluster_survives_a_killed_worker_node(tmp_path):
         recorded = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # as `ray stop` leaves it
         if recorded.is_file() and recorded.read_text().strip().endswith(f":{port}"):
             recorded.unlink()
+
+
+def test_jobs_files_refuse_what_train_would_misread(tmp_path):
+    """A prompt that YAML reads as null or a boolean is refused (it trained on "None" / "True"); a value that
+    starts with '-' stays a value; a BOM is no part of a CSV's first key; a single mapping is one job; an empty
+    seed list is refused (it ran seed 0)."""
+    for text in ("- {prompt: null}\n", "- {prompt: yes}\n", "- {prompt: a head, run_name: 7}\n"):
+        (tmp_path / "j.yaml").write_text(text)
+        with pytest.raises(UserError, match="must be text"):
+            job_flags(read_jobs(tmp_path / "j.yaml")[0])
+    (tmp_path / "j.yaml").write_text("- {prompt: -a head, seed: -1}\n")
+    assert job_flags(read_jobs(tmp_path / "j.yaml")[0]) == ["--prompt=-a head", "--seed=-1"]
+    (tmp_path / "one.yaml").write_text("prompt: a head\nsteps: 5\n")
+    assert read_jobs(tmp_path / "one.yaml") == [{"prompt": "a head", "steps": 5}]
+    (tmp_path / "j.csv").write_bytes("\ufeffprompt,seed\na head,1\n".encode())
+    assert read_jobs(tmp_path / "j.csv") == [{"prompt": "a head", "seed": "1"}]
+    for seeds in (",", " , "):
+        with pytest.raises(UserError, match="no seed"):
+            expand_jobs([{"prompt": "a"}], BatchArgs(jobs=tmp_path, seeds=seeds))
+    from esd_gs.args import parse_train_args
+
+    assert parse_train_args(job_flags({"prompt": "-a head"})).prompt == "-a head"
+
+
+def test_batch_flags_out_of_range_and_unreachable_clusters_are_one_line(tmp_path):
+    (tmp_path / "j.txt").write_text("a head\n")
+    for flags, fragment in ((["--cpus-per-job", "-1"], "--cpus-per-job"), (["--num-cpus", "-1"], "--num-cpus"),
+                            (["--contact-frames", "0"], "--contact-frames"),
+                            (["--address", "not-a-host:xyz"], "HOST:PORT")):
+        r = cli("batch", tmp_path / "j.txt", "--output-dir", tmp_path / "b", *flags)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and fragment in r.stderr, r.stderr
+    t0 = time.monotonic()
+    port = free_port()
+    r = cli("batch", tmp_path / "j.txt", "--output-dir", tmp_path / "b", "--address", f"127.0.0.1:{port}")
+    assert r.returncode == 2 and f"127.0.0.1:{port}" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_two_drivers_of_one_batch_lose_nothing_and_a_changed_job_is_no_rerun(tmp_path):
+    """The same batch started twice a few seconds apart (the testers' case: the second finished s2, then the
+    first, which had planned s2 as new, cleared it to train it again): every run ends done, trained once, with
+    its outputs, and both indexes are true to the folders. Then a job whose settings changed since its run
+    finished is reported as changed, with what changed, and its run is left as it was."""
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("- {run_name: long, steps: 40}\n- {run_name: s1, steps: 8}\n- {run_name: s2, steps: 8}\n")
+    out = tmp_path / "b"
+    args = ["batch", str(jobs), "--preset", "demo", "--num-cpus", "1", "--output-dir", str(out), "--no-progress"]
+    small = [*SMALL, "--log.turntable-frames", "0", "--log.checkpoint-every", "4"]
+    exe = os.path.join(os.path.dirname(sys.executable), "esd-gs")
+    first = subprocess.Popen([exe, *args, *small], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_a_row(out, "submitted", first)
+    time.sleep(3)
+    second = subprocess.Popen([exe, *args, *small], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for driver in (first, second):
+        _, err = driver.communicate(timeout=600)
+        assert driver.returncode == 0, err[-2000:]
+    rows = json.loads((out / "index.json").read_text())
+    assert {r["run_name"]: r["status"] for r in rows} == {"long": "done", "s1": "done", "s2": "done"}
+    for name, steps in (("long", 40), ("s1", 8), ("s2", 8)):
+        run = out / name
+        assert (run / "splats.ply").is_file() and (run / "janus.json").is_file(), name
+        logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert logged == list(range(1, steps + 1)), name  # trained once, never cleared and trained again
+
+    config = (out / "s1" / "config.yaml").read_text()
+    jobs.write_text("- {run_name: long, steps: 40}\n- {run_name: s1, steps: 9}\n- {run_name: s2, steps: 8}\n")
+    r = cli(*args[:-1], *small)
+    assert r.returncode == 2, r.stderr
+    assert "changed: s1: finished with other settings (steps: 8 -> 9)" in r.stdout and "remove" in r.stdout, r.stdout
+    assert {x["run_name"]: x["status"] for x in json.loads((out / "index.json").read_text())} == \
+        {"long": "done", "s1": "changed", "s2": "done"}
+    assert (out / "s1" / "config.yaml").read_text() == config

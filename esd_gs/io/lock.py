@@ -20,14 +20,16 @@ _held: dict[str, list] = {}  # resolved run folder -> [open lock file, depth]
 class RunLock:
     """Held from creation until `release()` (or the process's end)."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, wait: bool = False):
+        """wait: block until the holder ends (a batch worker waits for another batch's worker on the same run);
+        else a held lock is a one-line UserError naming the holder."""
         self.key = str(Path(run_dir).resolve())
         if self.key in _held:
             _held[self.key][1] += 1
             return
         f = open(Path(run_dir) / LOCK_NAME, "a+")  # a+: the holder's PID stays readable until we own it
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             f.seek(0)
             pid = f.read().strip() or "?"
