@@ -85,6 +85,8 @@ def read_jobs(path: Path) -> list[dict]:
             data = yaml.safe_load(text) or []
         except yaml.YAMLError as e:
             raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        except RecursionError:
+            raise UserError(f"{path}: nested too deeply to be a jobs file") from None
         if isinstance(data, dict):  # {jobs: [...]}, or one job
             data = data["jobs"] if "jobs" in data else [data]
         if not isinstance(data, list) or not all(isinstance(j, dict) for j in data):
@@ -297,11 +299,11 @@ def changed_settings(job: Job) -> str | None:
 def finished_metrics(run_dir: Path) -> dict:
     from .synthetic.janus import SUMMARY_KEYS
 
-    path = run_dir / "janus.json"
-    if path.is_file():
-        report = json.loads(path.read_text())
-        return {k: report[k] for k in SUMMARY_KEYS if k in report}
-    return {}
+    try:
+        report = json.loads((run_dir / "janus.json").read_text())
+    except (OSError, ValueError):  # none, or damaged: the row goes without metrics (`esd-gs janus` remakes them)
+        return {}
+    return {k: report[k] for k in SUMMARY_KEYS if k in report} if isinstance(report, dict) else {}
 
 
 def row(job: Job, status: str, seconds: float | None = None, error: str | None = None, metrics=None) -> dict:
@@ -330,11 +332,15 @@ def write_index(batch_dir: Path, rows: list[dict]) -> None:
 
 
 def previous_rows(batch_dir: Path) -> dict[str, dict]:
-    """The last index's rows by run name (finished runs keep their time and metrics)."""
+    """The last index's rows by run name (finished runs keep their time and metrics; a damaged index's rows, or
+    values of the wrong kind, are left out: finished runs are measured again from their folders)."""
     try:
-        return {r["run_name"]: r for r in json.loads((batch_dir / "index.json").read_text())}
-    except (OSError, ValueError, KeyError, TypeError):
+        rows = {r["run_name"]: r for r in json.loads((batch_dir / "index.json").read_text())}
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return {}
+    return {name: {"seconds": r.get("seconds") if isinstance(r.get("seconds"), (int, float)) else None,
+                   "metrics": r.get("metrics") if isinstance(r.get("metrics"), dict) else {}}
+            for name, r in rows.items() if isinstance(name, str)}
 
 
 def without_flag(argv: list[str], flag: str) -> list[str]:

@@ -108,6 +108,9 @@ def _sync(device: torch.device) -> None:
 def bench_raster(args: RasterArgs) -> dict:
     from .render import render
 
+    if args.num_gaussians < 1 or args.cameras < 1 or args.resolution < 8 or args.repeats < 1:
+        raise UserError(f"--num-gaussians, --cameras and --repeats must be at least 1 and --resolution at least 8 "
+                        f"(got {args.num_gaussians}, {args.cameras}, {args.repeats}, {args.resolution})")
     device = torch.device("cuda" if args.backend == "gsplat" else "cpu")
     if args.backend == "gsplat" and not torch.cuda.is_available():
         raise UserError("--backend gsplat needs a CUDA GPU")
@@ -279,6 +282,9 @@ def bench_step(args: StepArgs) -> dict:
     from .train import Trainer
     from .worlds.stable_diffusion import StableDiffusionWorld
 
+    if args.steps < 1 or args.warmup < 0 or not args.channel_scale > 0 or (args.resolution or 8) < 8:
+        raise UserError(f"--steps must be at least 1, --warmup at least 0, --channel-scale positive and --resolution "
+                        f"at least 8 (got {args.steps}, {args.warmup}, {args.channel_scale}, {args.resolution})")
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
     if args.model_path and not args.full_size:

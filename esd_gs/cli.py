@@ -78,6 +78,12 @@ def cmd_janus(argv: list[str]) -> None:
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, list)}))
 
 
+def check_orbit(radius: float, fovy_deg: float) -> None:
+    """A camera distance and field of view that can show something (checked before any work)."""
+    if not radius > 0 or not 0 < fovy_deg < 180:
+        raise UserError(f"--radius must be positive and --fovy-deg in (0, 180) degrees (got {radius}, {fovy_deg})")
+
+
 def check_turntable(flag: str, frames: int, resolution: int) -> None:
     from .memory import check_fits, image_bytes
 
@@ -112,6 +118,7 @@ def scored_views(args: ViewsArgs, kind: str, load_model):
     from .render.turntable import render_turntable
 
     check_turntable("--views", args.views, args.resolution)
+    check_orbit(args.radius, args.fovy_deg)
     output = check_output_file(args.output or report_path(resolve_ply(args.path), kind))
     splats = load_splats(args.path, args.device)
     model = load_model(splats["means"].device)
@@ -213,6 +220,9 @@ def cmd_render(argv: list[str]) -> None:
 
     args = parse(RenderArgs, argv, "esd-gs render")
     check_turntable("--frames", args.frames, args.resolution)
+    check_orbit(args.radius, args.fovy_deg)
+    if args.fps < 1:
+        raise UserError(f"--fps must be at least 1 (got {args.fps})")
     out = args.output or resolve_ply(args.path).parent / f"turntable_render.{args.format}"
     if args.format == "png" and out.exists() and not out.is_dir():
         raise UserError(f"--format png writes a folder of frames, but {out} is a file")
@@ -376,6 +386,14 @@ def cmd_export(argv: list[str]) -> None:
                         "--glb OUT.glb or --spz OUT.spz")
     for target in targets:
         check_output_file(target)
+    if args.mesh:
+        m = args.mesh_options
+        check_turntable("--views", m.views, m.resolution)
+        check_orbit(m.radius, m.fovy_deg)
+        if not (m.voxel_size > 0 and m.truncation_voxels > 0 and 0 <= m.alpha_min <= 1 and m.target_triangles >= 0):
+            raise UserError(f"--voxel-size and --truncation-voxels must be positive, --alpha-min in [0, 1] and "
+                            f"--target-triangles at least 0 (got {m.voxel_size}, {m.truncation_voxels}, {m.alpha_min}, "
+                            f"{m.target_triangles})")
     splats = load_splats(args.path, args.device)
     yaw = export_yaw(args, splats)
     if yaw:
@@ -459,10 +477,18 @@ def out_of_memory(e: BaseException) -> bool:
     """MemoryError, CUDA's out of memory, or torch's CPU allocator failing."""
     text = str(e)
     return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or \
-        "not enough memory" in text or "out of memory" in text
+        any(words in text for words in ("not enough memory", "out of memory", "can't allocate memory"))
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line of ours (Python's quote the source line that raised them)."""
+    print(f"esd-gs: warning: {str(message).strip()}", file=file or sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
+    import warnings
+
+    warnings.showwarning = one_line_warning
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -485,7 +511,8 @@ def main(argv: list[str] | None = None) -> None:
     except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
         if not out_of_memory(e):
             raise
-        print(f"esd-gs: error: out of memory in {argv[0]} ({str(e).strip().splitlines()[0][:160] or 'MemoryError'}); "
+        said = (str(e).strip().splitlines() or ["MemoryError"])[0][:160]
+        print(f"esd-gs: error: out of memory in {argv[0]} ({said}); "
               "ask for less: a lower --resolution, fewer --frames or Gaussians", file=sys.stderr)
         sys.exit(2)
 

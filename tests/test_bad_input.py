@@ -34,6 +34,17 @@ SYNTH = ["--preset", "demo", "--steps", "1"]
     (["--variational.camera-map-pins", "-1"], "camera_map_pins must be >= 0"),
     (["--variational.camera-map-sharpness", "0"], "camera_map_sharpness positive"),
     (["--variational.no-camera-map", "--variational.camera-map-pins", "8"], "add --variational.camera-map"),
+    # issue 41's testers: each once a traceback, a "training diverged" or a silent degenerate run
+    (["--device", "potato"], "--device must be auto, cpu, cuda or cuda:N"),
+    (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "--device cuda"),
+    (["--seed", str(2**64 + 1)], "'seed' must be in 0 .. 2**63 - 1"),
+    (["--gaussians.init-opacity", "2"], "'gaussians.init_opacity' must be an opacity in (0, 1)"),
+    (["--gaussians.init-scale", "-1"], "'gaussians.init_scale' must be positive"),
+    (["--synthetic.num-images", "0"], "'synthetic.num_images' must be at least 1"),
+    (["--synthetic.unet-channels", "3"], "'synthetic.unet_channels' must be a multiple of 8"),
+    (["--synthetic.radius", "0"], "'synthetic.radius' must be positive"),
+    (["--synthetic.fovy-deg", "0"], "'synthetic.fovy_deg' must be an angle in (0, 180)"),
+    (["--gaussians.lr-means", "nan"], "'gaussians.lr_means' must be a finite number"),
 ])
 def test_train_rejects_bad_values(tmp_path, args, fragment):
     out = tmp_path / "out"
@@ -100,3 +111,102 @@ def test_train_rejects_damaged_init_ply(tmp_path, damage, fragment):
     (tmp_path / "bad.ply").write_bytes(damage((tmp_path / "ok.ply").read_bytes()))
     out = tmp_path / "out"
     assert_clean_error(cli("train", *SYNTH, "--output-dir", out, "--init-ply", tmp_path / "bad.ply"), fragment, out)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["bench", "raster", "--cameras", "0"], "--cameras"),  # a segfault (exit 139) once
+    (["bench", "raster", "--num-gaussians", "-1"], "--num-gaussians"),
+    (["bench", "raster", "--repeats", "0"], "--repeats"),
+    (["bench", "step", "--steps", "0"], "--steps"),
+    (["render", "PLY", "--fps", "0"], "--fps"),
+    (["render", "PLY", "--radius", "0"], "--radius"),
+    (["render", "PLY", "--resolution", "0"], "--resolution"),
+    (["render", "PLY", "--device", "potato"], "--device"),
+    (["export", "PLY", "--mesh", "OUT/m.ply", "--voxel-size", "0"], "--voxel-size"),
+    (["export", "PLY", "--mesh", "OUT/m.ply", "--views", "0"], "--views"),
+    (["export", "PLY", "--mesh", "OUT/m.ply", "--resolution", "0"], "--resolution"),
+])
+def test_commands_refuse_values_out_of_range_in_one_line(tmp_path, args, fragment):
+    write_ply(tmp_path / "s.ply", small_scene(n=20, dtype=torch.float32))
+    args = [str(tmp_path / "s.ply") if a == "PLY" else a.replace("OUT", str(tmp_path / "out")) for a in args]
+    assert_clean_error(cli(*args), fragment, tmp_path / "out")
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. "
+                                                                "DefaultCPUAllocator: can't allocate memory: you "
+                                                                "tried to allocate 3221225472 bytes.")])
+def test_out_of_memory_is_one_line_even_without_a_message(monkeypatch, capsys, error):
+    """The CLI's own handler once raised IndexError on a MemoryError with no message, and let torch's CPU
+    allocator's wording through as a traceback."""
+    import esd_gs.cli
+
+    def oom(argv):
+        raise error
+
+    monkeypatch.setitem(esd_gs.cli.COMMANDS, "render", oom)
+    with pytest.raises(SystemExit) as stop:
+        esd_gs.cli.main(["render", "x.ply"])
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "out of memory in render" in lines[0], lines
+
+
+def damage_config(run, kind):
+    path = run / "config.yaml"
+    if kind == "not utf-8":
+        path.write_bytes(b"\xff\xfe prompt: a head\n")
+    elif kind == "number key":
+        path.write_text("{1: 2}\n")
+    else:
+        path.write_text("a: " + "[" * 50_000 + "]" * 50_000 + "\n")
+
+
+def damage_checkpoints(run, kind):
+    for path in (run / "checkpoints").glob("*.pt"):
+        state = torch.load(path, weights_only=True)
+        if kind == "step":
+            state["step"] = "ten"
+        elif kind == "splats":
+            state["splats"]["means"] = torch.zeros(5, 2)
+        else:
+            state["optimizers"]["means"]["state"][0]["exp_avg"] = torch.zeros(3)
+        torch.save(state, path)
+
+
+@pytest.mark.parametrize("damage,fragment", [
+    (lambda run: damage_config(run, "not utf-8"), "not UTF-8"),
+    (lambda run: damage_config(run, "number key"), "keys are not all names"),
+    (lambda run: damage_config(run, "deep"), "nested too deeply"),
+    (lambda run: damage_checkpoints(run, "step"), "no complete checkpoint"),
+    (lambda run: damage_checkpoints(run, "splats"), "no complete checkpoint"),
+    (lambda run: damage_checkpoints(run, "adam"), "does not fit this run"),
+])
+def test_resume_of_damaged_run_files_is_one_line(tmp_path, damage, fragment):
+    """config.yaml and checkpoints damaged in ways the testers found (each once a traceback): one line, exit 2
+    (a damaged newest checkpoint first falls back to an older one, with a one-line warning each)."""
+    args = ["train", *SYNTH, "--steps", "4", "--output-dir", tmp_path, "--run-name", "r", "--log.checkpoint-every",
+            "2", "--log.turntable-frames", "0", "--gaussians.num-points", "200", "--synthetic.unet-channels", "8"]
+    assert cli(*args).returncode == 0
+    (tmp_path / "r" / "splats.ply").unlink()
+    damage(tmp_path / "r")
+    r = cli(*args, "--resume")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert fragment in lines[-1] and all(line.startswith("esd-gs: ") for line in lines), lines
+
+
+def test_damaged_batch_files_are_measured_again_or_refused(tmp_path):
+    """A damaged index.json or janus.json costs the rows their old figures, not the batch; a jobs file nested
+    beyond reason is one line."""
+    from esd_gs.batch import finished_metrics, previous_rows, read_jobs
+    from esd_gs.errors import UserError
+
+    (tmp_path / "index.json").write_text('[{"run_name": "a", "seconds": "x", "metrics": 3}, {"run_name": 5}]')
+    assert previous_rows(tmp_path) == {"a": {"seconds": None, "metrics": {}}}
+    (tmp_path / "index.json").write_text("[" * 100_000)
+    assert previous_rows(tmp_path) == {}
+    (tmp_path / "janus.json").write_text('{"janus": tru')
+    assert finished_metrics(tmp_path) == {}
+    (tmp_path / "jobs.yaml").write_text("- " + "[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(UserError, match="nested too deeply"):
+        read_jobs(tmp_path / "jobs.yaml")

@@ -127,10 +127,11 @@ def splat_transform() -> str | None:
 
 @pytest.mark.skipif(splat_transform() is None, reason="node with @playcanvas/splat-transform is not installed "
                                                      "(npm install --prefix benchmarks/interop)")
-def test_independent_reader_and_writer_agree(tmp_path):
-    """PlayCanvas's converter reads our SPZ and compressed PLY back to PLY, and writes a glb from our PLY that
-    our reader reads (splat-transform turns PLY's frame 180 deg about z for glTF)."""
-    scene = small_scene(n=200, dtype=torch.float32, sh_degree=3)
+@pytest.mark.parametrize("sh_degree", [0, 3])
+def test_independent_reader_and_writer_agree(tmp_path, sh_degree):
+    """PlayCanvas's converter reads our SPZ and compressed PLY (degree 0 without an SH element) back to PLY, and
+    writes a glb from our PLY that our reader reads (splat-transform turns PLY's frame 180 deg about z for glTF)."""
+    scene = small_scene(n=200, dtype=torch.float32, sh_degree=sh_degree)
     ply = tmp_path / "s.ply"
     write_ply(ply, scene)
     assert cli("export", ply, "--spz", tmp_path / "s.spz", "--up", "z", "--ply", tmp_path / "s.compressed.ply",

@@ -124,3 +124,14 @@ def test_fuzzed_files_give_model_or_clear_error(fuzz_dir, data):
         return
     n = len(out["means"])
     assert n > 0 and all(torch.isfinite(v).all() and len(v) == n for v in out.values())
+
+
+def test_a_header_past_64_kb_reads(tmp_path):
+    """Comments can push a valid header past 64 KB (it was called truncated)."""
+    write_ply(tmp_path / "s.ply", small_scene(n=10, dtype=torch.float32))
+    data = (tmp_path / "s.ply").read_bytes()
+    at = data.index(b"element vertex")
+    comments = b"".join(b"comment %06d a header past sixty-four kilobytes\n" % k for k in range(2000))
+    (tmp_path / "long.ply").write_bytes(data[:at] + comments + data[at:])
+    assert len(comments) > 1 << 16
+    assert torch.equal(read_ply(tmp_path / "long.ply")["means"], read_ply(tmp_path / "s.ply")["means"])

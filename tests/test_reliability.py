@@ -546,3 +546,31 @@ def test_media_on_a_nearly_full_disk_keep_the_good_file(full_disk, blob_ply):
             full_disk.path / "t.mp4", "--background", "0", "0", "0")
     assert_clean_error(r, "cannot write")
     assert (full_disk.path / "t.mp4").read_bytes() != b"" and (full_disk.path / "t.mp4").stat().st_size > 10_000
+
+
+def test_overwrite_clears_every_output_a_run_folder_can_hold(tmp_path):
+    """--overwrite once left the old run's turntable_render.gif, clip.json and inception.json beside the new
+    run's outputs, where they passed for its own."""
+    cfg = tiny_synthetic(tmp_path, run_name="r", steps=4)
+    Trainer(cfg).train()
+    run = tmp_path / "r"
+    assert cli("render", run, "--frames", "4", "--resolution", "32").returncode == 0
+    assert cli("render", run, "--frames", "4", "--resolution", "32", "--format", "png", "--depth").returncode == 0
+    (run / "clip.json").write_text("{}")
+    (run / "inception.json").write_text("{}")
+    (run / "notes.txt").write_text("mine")
+    left = {"turntable_render.gif", "turntable_render.png", "turntable_render_depth.png", "clip.json", "inception.json"}
+    assert left <= {p.name for p in run.iterdir()}
+    Trainer(tiny_synthetic(tmp_path, run_name="r", steps=2, overwrite=True, log=cfg.log)).train()
+    names = {p.name for p in run.iterdir()}
+    assert not left & names and "notes.txt" in names and (run / "splats.ply").is_file()
+
+
+def test_a_full_disk_while_logging_names_the_file(full_disk):
+    """ENOSPC carries no file name: the error says metrics.jsonl (it said only "No space left on device")."""
+    cfg = tiny_synthetic(full_disk.path, run_name="r", steps=6)
+    cfg.log.metrics_every, cfg.log.checkpoint_every, cfg.log.checkpoint_minutes = 1, 0, 0
+    trainer = Trainer(cfg)
+    full_disk.fill(0)
+    with pytest.raises(UserError, match="cannot write .*metrics.jsonl: No space left on device"):
+        trainer.train()

@@ -10,6 +10,7 @@ The loss 0.5 * ||z - sg(z - grad)||^2 / B has exactly grad_z / B as its gradient
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -174,3 +175,8 @@ class DistillationObjective:
     def load_state_dict(self, state: dict) -> None:
         if self.variational is not None and state:
             self.variational.load_trainable_state(state)
+        elif self.variational is not None:
+            warnings.warn(f"the checkpoint holds no variational network (an SDS run's?): {self.rule.upper()}'s "
+                          "starts afresh")
+        elif state:
+            warnings.warn("the checkpoint's variational network is left unused: SDS has none")

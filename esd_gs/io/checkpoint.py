@@ -43,7 +43,35 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     missing = [k for k in KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise UserError(f"checkpoint {path} lacks {', '.join(missing)}")
+    problem = damage(state)
+    if problem:
+        raise UserError(f"checkpoint {path} is damaged ({problem})")
     return state
+
+
+SPLAT_SHAPES = {"means": (3,), "scales": (3,), "quats": (4,), "opacities": (), "sh0": (1, 3)}
+
+
+def damage(state: dict) -> str | None:
+    """What is wrong with a checkpoint whose keys are all there (a step that is no count, splats that are no
+    splats, random states that are no random states), or None."""
+    step, splats, rng = state["step"], state["splats"], state["rng"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"its step is {step!r}"
+    if not isinstance(splats, dict) or not all(torch.is_tensor(splats.get(k)) for k in (*SPLAT_SHAPES, "shN")):
+        return "its splats are not the six tensors of a splat set"
+    n = len(splats["means"]) if splats["means"].dim() else -1
+    for key, shape in SPLAT_SHAPES.items():
+        if tuple(splats[key].shape) != (n, *shape):
+            return f"splats.{key} has shape {tuple(splats[key].shape)}"
+    if splats["shN"].dim() != 3 or splats["shN"].shape[0] != n or splats["shN"].shape[2] != 3:
+        return f"splats.shN has shape {tuple(splats['shN'].shape)}"
+    if not isinstance(rng, dict) or not all(torch.is_tensor(rng.get(k)) and rng[k].dtype == torch.uint8
+                                            for k in ("torch", "cameras")):
+        return "its random states are not byte tensors"
+    if not isinstance(state["optimizers"], dict) or not isinstance(state["strategy"], dict):
+        return "its optimizer or densification state is not a mapping"
+    return None
 
 
 def checkpoint_paths(directory: Path) -> list[Path]:

@@ -26,7 +26,7 @@ REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "
             "rot_0", "rot_1", "rot_2", "rot_3"]
 _SIZES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
           "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
-_MAX_HEADER = 1 << 16
+_MAX_HEADER = 1 << 24
 _END_HEADER = re.compile(rb"^end_header[ \t]*\r?$", re.M)
 
 
@@ -126,13 +126,18 @@ def _read_compressed(path: Path, ply: PlyData) -> dict[str, Tensor]:
 def _check_header(path: Path) -> None:
     """Parses the header ourselves so that a lying vertex count never reaches an allocation."""
     size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(_MAX_HEADER)
+    head, match = b"", None
+    with open(path, "rb") as f:  # read on until end_header: headers of many comments pass 64 KB
+        while match is None and len(head) < _MAX_HEADER and (chunk := f.read(1 << 16)):
+            head += chunk
+            if not head.startswith(b"ply"):
+                raise UserError(f"{path} is not a PLY file (it does not start with 'ply')")
+            match = _END_HEADER.search(head)  # a line of its own: a comment may mention end_header
     if not head.startswith(b"ply"):
         raise UserError(f"{path} is not a PLY file (it does not start with 'ply')")
-    match = _END_HEADER.search(head)  # a line of its own: a comment may mention end_header
     if match is None:
-        raise UserError(f"{path}: PLY header has no end_header (truncated or not a PLY file)")
+        raise UserError(f"{path}: PLY header has no end_header" + (" in its first 16 MiB" if len(head) >= _MAX_HEADER
+                                                                   else " (truncated or not a PLY file)"))
     end = match.start()
     header = head[:end].decode("ascii", errors="replace")
     body_start = head.index(b"\n", end) + 1 if b"\n" in head[end:] else size
