@@ -312,8 +312,9 @@ class ExportArgs:
     up: Literal["auto", "z", "y", "-y"] = "auto"
     """Up axis of the written files. z: esd-gs's own frame (front towards +x); y: glTF's and three.js's
     (front towards +z); -y: INRIA/COLMAP's, which SuperSplat and mkkellogg's viewer assume for .ply and
-    .splat. auto: y for .glb (glTF is y-up by specification) and .spz (stored y-up by its specification),
-    z for the rest."""
+    .splat (a run's splats.ply is written so). auto: y for .glb (glTF is y-up by specification) and .spz
+    (stored y-up by its specification), -y for .ply and .splat, z for meshes. A PLY names its frame in its
+    header, and esd-gs reads any of them back into its own."""
     yaw: str | None = None
     """Turn the object about its vertical axis before writing: degrees (counter-clockwise seen from above), or
     'front' to turn its front towards esd-gs's +x, which every --up frame maps to the side a viewer's default
@@ -365,7 +366,10 @@ def export_up(args: ExportArgs, target: Path) -> str:
     """The up axis a file is written with: --up, or the format's own convention."""
     if args.up != "auto":
         return args.up
-    return "y" if target.suffix.lower() in (".glb", ".gltf", ".spz") else "z"
+    suffix = target.suffix.lower()
+    if target == args.mesh:
+        return "y" if suffix in (".glb", ".gltf") else "z"
+    return "y" if suffix in (".glb", ".gltf", ".spz") else "-y"
 
 
 def cmd_export(argv: list[str]) -> None:
@@ -402,7 +406,7 @@ def cmd_export(argv: list[str]) -> None:
     kept = truncate_sh(splats, args.sh_degree)
     n = len(kept["means"])
     if args.ply and not args.compressed:
-        write_ply(args.ply, to_up(kept, export_up(args, args.ply)))
+        write_ply(args.ply, kept, up=export_up(args, args.ply))
         print(f"wrote {args.ply} ({n} Gaussians, {export_up(args, args.ply)}-up)")
     if args.splat:
         turned = to_up(kept, export_up(args, args.splat))

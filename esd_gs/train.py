@@ -36,6 +36,7 @@ from .render.turntable import render_turntable
 from .worlds import World, make_world
 
 MAX_NONFINITE_STREAK = 5
+SPLATS_PLY_UP = "-y"  # INRIA/COLMAP's frame: upright in SuperSplat, which the README names (esd-gs reads it back)
 # what a run writes, and what esd-gs's commands write into a run folder (render, clip, inception): --overwrite
 # clears all of it, so nothing of the old run passes for the new one's
 OUTPUTS = ("config.yaml", "metrics.jsonl", "resumes.jsonl", "splats.ply", "turntable.gif", "turntable.mp4",
@@ -331,7 +332,7 @@ class Trainer:
             save_video(self.run_dir / "turntable.gif", frames)
             save_video(self.run_dir / "turntable.mp4", frames)
         report = self.world.evaluate(self.splats, self.run_dir)
-        write_ply(self.run_dir / "splats.ply", self.splats)
+        write_ply(self.run_dir / "splats.ply", self.splats, up=SPLATS_PLY_UP)
         return {"run_dir": str(self.run_dir), "steps": self.step, "skipped_steps": self.skipped_steps,
                 "n_gaussians": len(self.splats["means"]), **report}
 

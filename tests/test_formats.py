@@ -107,8 +107,9 @@ def test_export_up_flag_and_bad_files(tmp_path):
     assert cli("export", ply, "--glb", tmp_path / "z.glb", "--up", "z").returncode == 0
     assert torch.allclose(read_glb(tmp_path / "z.glb")["means"], scene["means"].detach())
     assert cli("export", ply, "--ply", tmp_path / "down.ply", "--up", "-y").returncode == 0
-    down = read_ply(tmp_path / "down.ply")["means"]
-    assert torch.allclose(down, scene["means"].detach() @ UP_ROTATIONS["-y"].T, atol=1e-6)
+    assert torch.allclose(raw_means(tmp_path / "down.ply"), scene["means"].detach() @ UP_ROTATIONS["-y"].T, atol=1e-6)
+    back = read_ply(tmp_path / "down.ply")  # the header names the frame: our reader turns it back
+    assert_same_splats(scene, back, {"means": 1e-6, "quats": 1e-6, "sh0": 0, "shN": 1e-5})
     assert_clean_error(cli("export", ply, "--glb", tmp_path / "x.glb", "--up", "x"), "--up")
     (tmp_path / "bad.glb").write_bytes(b"glTF" + os.urandom(200))
     with pytest.raises(Exception, match="not a readable .glb"):
@@ -116,6 +117,34 @@ def test_export_up_flag_and_bad_files(tmp_path):
     (tmp_path / "bad.spz").write_bytes(os.urandom(200))
     with pytest.raises(Exception, match="not a readable .spz"):
         read_spz(tmp_path / "bad.spz")
+
+
+def raw_means(path: Path) -> torch.Tensor:
+    """x y z as stored in a PLY, in whatever frame it was written (plyfile, no turning back)."""
+    from plyfile import PlyData
+
+    v = PlyData.read(str(path))["vertex"]
+    return torch.stack([torch.as_tensor(v[k].copy()) for k in "xyz"], dim=1)
+
+
+def test_a_runs_splats_ply_is_upright_in_superSplats_frame_and_reads_back(tmp_path):
+    """splats.ply is written in INRIA/COLMAP's frame (y down, the front towards +z), which SuperSplat shows
+    upright, and says so in its header; every esd-gs reader turns it back into training's z-up frame."""
+    from esd_gs.train import Trainer
+
+    from conftest import tiny_synthetic
+
+    trainer = Trainer(tiny_synthetic(tmp_path, run_name="r", steps=2))
+    trainer.train()
+    path = tmp_path / "r" / "splats.ply"
+    header = path.read_bytes().split(b"end_header")[0].decode()
+    assert "comment esd-gs up -y" in header and "upright in SuperSplat" in header
+    ours = {k: v.detach() for k, v in trainer.splats.items()}
+    assert torch.allclose(raw_means(path), ours["means"] @ UP_ROTATIONS["-y"].T, atol=1e-6)
+    assert_same_splats(ours, read_ply(path), {"means": 1e-6, "quats": 1e-6, "scales": 0, "opacities": 0, "sh0": 0})
+    # the truth's head, written so, stands upright: its top (our +z) is SuperSplat's up, the file's -y
+    up_in_file = torch.tensor([0.0, 0.0, 1.0]) @ UP_ROTATIONS["-y"].T
+    assert torch.equal(up_in_file, torch.tensor([0.0, -1.0, 0.0]))
 
 
 def splat_transform() -> str | None:

@@ -91,7 +91,9 @@ def test_export_splat_and_truncated_ply(tmp_path):
     data = (tmp_path / "x.splat").read_bytes()
     assert len(data) == 32 * 40
     positions = np.frombuffer(data, dtype=np.float32).reshape(40, 8)[:, :3]
-    expected = splats["means"].detach().numpy()
+    from esd_gs.io.orient import UP_ROTATIONS  # .splat's default frame: INRIA/COLMAP's, as its viewers assume
+
+    expected = (splats["means"].detach() @ UP_ROTATIONS["-y"].T).numpy()
     assert np.allclose(np.sort(positions, axis=0), np.sort(expected, axis=0), atol=1e-6)
     back = read_ply(tmp_path / "deg0.ply")
     assert back["shN"].shape == (40, 0, 3)

@@ -48,9 +48,9 @@ BROWSER = Path(__file__).resolve().parent / "browser"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # format -> (export flags, the file's up axis: esd-gs export's default for it)
 FORMATS = {
-    "ply": ([], "z"),
-    "compressed-ply": (["--compressed"], "z"),
-    "splat": ([], "z"),
+    "ply": ([], "-y"),
+    "compressed-ply": (["--compressed"], "-y"),
+    "splat": ([], "-y"),
     "glb": ([], "y"),
     "spz": ([], "y"),
 }

@@ -21,6 +21,7 @@ from torch import Tensor
 from ..errors import UserError
 from ..gaussians import SH_C0
 from .atomic import atomic_path, reads_back
+from .orient import Up, from_up, to_up
 
 REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
             "rot_0", "rot_1", "rot_2", "rot_3"]
@@ -30,8 +31,17 @@ _MAX_HEADER = 1 << 24
 _END_HEADER = re.compile(rb"^end_header[ \t]*\r?$", re.M)
 
 
-def write_ply(path: str | os.PathLike, splats) -> None:
-    """Writes raw (pre-activation) splats atomically. Refuses non-finite values."""
+FRAME_COMMENT = "esd-gs up "  # + the frame: read_ply turns a file written in another frame back into ours
+FRAME_WORDS = {"z": "z up, front towards +x: esd-gs's own frame",
+               "y": "y up, front towards +z: glTF's frame",
+               "-y": "y down, front towards +z: INRIA/COLMAP's frame, upright in SuperSplat and mkkellogg's viewer"}
+
+
+def write_ply(path: str | os.PathLike, splats, up: Up = "z") -> None:
+    """Writes raw (pre-activation) splats atomically, turned into the frame `up` (io/orient.py), which two header
+    comments name: one for people, one that read_ply uses to turn them back. Refuses non-finite values."""
+    if up != "z":
+        splats = to_up(splats, up)
     t = {k: splats[k].detach().float().cpu() for k in ("means", "sh0", "shN", "opacities", "scales", "quats")}
     n = len(t["means"])
     if not all(torch.isfinite(v).all() for v in t.values()):
@@ -47,8 +57,9 @@ def write_ply(path: str | os.PathLike, splats) -> None:
     data = np.empty(n, dtype=[(name, "<f4") for name, _ in columns])
     for name, values in columns:
         data[name] = values.numpy()
+    comments = [f"{FRAME_COMMENT}{up}", f"frame: {FRAME_WORDS[up]}"]
     with atomic_path(path) as tmp:
-        PlyData([PlyElement.describe(data, "vertex")], byte_order="<").write(str(tmp))
+        PlyData([PlyElement.describe(data, "vertex")], byte_order="<", comments=comments).write(str(tmp))
 
 
 def compressed_kept(splats) -> Tensor:
@@ -223,7 +234,10 @@ def read_ply(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     }
     if (out["quats"].norm(dim=-1) == 0).any():
         raise UserError(f"{path}: contains zero-length rotation quaternions")
-    return out
+    up = next((c[len(FRAME_COMMENT):].strip() for c in ply.comments if c.startswith(FRAME_COMMENT)), "z")
+    if up not in FRAME_WORDS:
+        raise UserError(f"{path}: its header names an unknown esd-gs frame {up!r}")
+    return from_up(out, up) if up != "z" else out
 
 
 def resolve_ply(path: str | os.PathLike) -> Path:
