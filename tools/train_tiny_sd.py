@@ -401,13 +401,14 @@ def main(args: Args) -> None:
     cfg = SyntheticConfig(num_images=args.photos, front_share=args.front_share, data_seed=args.data_seed)
     t0 = time.time()
     photos = cached_photos(*photo_angles(cfg), cfg)  # [N,32,32,3]
+    photos_s = time.time() - t0
     if args.check_only:
         report = check_and_card(args.out, args, record, cfg, photos)
     else:
         work = args.out.with_name(args.out.name + ".partial")
         shutil.rmtree(work, ignore_errors=True)
         record = train(args, work, photos, cfg)
-        record["timings"]["photos"] = time.time() - t0
+        record["timings"]["photos"] = photos_s
         report = check_and_card(work, args, record, cfg, photos)
         shutil.rmtree(args.out, ignore_errors=True)
         work.rename(args.out)
