@@ -23,9 +23,9 @@ from pathlib import Path
 import tyro
 
 from esd_gs.config import TrainConfig, from_dict, saved_config
-from esd_gs.device import pick_device
+from esd_gs.core.device import pick_device
 from esd_gs.errors import UserError
-from esd_gs.gaussians import splats_from_tensors
+from esd_gs.core.gaussians import splats_from_tensors
 from esd_gs.io.atomic import write_json
 from esd_gs.io.checkpoint import latest_checkpoint
 from esd_gs.synthetic.camera_gap import gap_report, refit

@@ -20,7 +20,7 @@ import torch
 import tyro
 from PIL import Image, ImageDraw
 
-from esd_gs.gaussian_example import GaussianExampleConfig, fit_gaussian
+from esd_gs.guidance.gaussian_example import GaussianExampleConfig, fit_gaussian
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = [("sds", 0.0), ("vsd", 0.0), ("esd", 0.5), ("esd", 1.0)]

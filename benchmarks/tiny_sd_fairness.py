@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 import tyro
 
-from esd_gs.cameras import wrap_deg
+from esd_gs.core.cameras import wrap_deg
 from esd_gs.io.atomic import write_json
 from esd_gs.synthetic.config import SyntheticConfig
 from esd_gs.synthetic.janus import BINS
 from esd_gs.synthetic.sd_check import (VIEWS, azimuth_entropy_ratio, azimuth_histogram, classify_azimuths,
                                        reference_views, sample, view_of)
-from esd_gs.weights import SHIPPED_MODELS
+from esd_gs.guidance.weights import SHIPPED_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 

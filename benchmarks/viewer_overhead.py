@@ -43,7 +43,7 @@ def step_seconds(run_dir: Path, skip: int) -> float:
 
 
 def one_run(args: Args, out: Path, name: str, viewer: bool) -> float:
-    from esd_gs.args import train_from_args
+    from esd_gs.commands.args import train_from_args
     from viser_client import ViserClient
 
     port = free_port()

@@ -12,11 +12,11 @@ from typing import Literal
 
 import tyro
 
-from .args import parse, train_from_args
-from .cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, VIEW_ELEVATION_DEG
-from .clip_score import DEFAULT_CLIP_MODEL
+from .commands.args import parse, train_from_args
+from .core.cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, VIEW_ELEVATION_DEG
 from .errors import UserError
-from .mesh import MeshConfig
+from .io.mesh import MeshConfig
+from .metrics.clip import DEFAULT_CLIP_MODEL
 
 USAGE = """usage: esd-gs {train,batch,janus,clip,inception,render,view,export,bench,download} [--help] ...
 
@@ -85,7 +85,7 @@ def check_orbit(radius: float, fovy_deg: float) -> None:
 
 
 def check_turntable(flag: str, frames: int, resolution: int) -> None:
-    from .memory import check_fits, image_bytes
+    from .core.memory import check_fits, image_bytes
 
     if frames <= 0 or resolution < 8:
         raise UserError(f"{flag} must be positive and --resolution >= 8 (got {frames}, {resolution})")
@@ -140,10 +140,10 @@ class ClipArgs(ViewsArgs):
 
 
 def cmd_clip(argv: list[str]) -> None:
-    from .clip_score import clip_scores, load_clip
     from .config import saved_config
     from .io.atomic import write_json
     from .io.ply import resolve_ply
+    from .metrics.clip import clip_scores, load_clip
 
     args = parse(ClipArgs, argv, "esd-gs clip")
     ply = resolve_ply(args.path)
@@ -175,8 +175,8 @@ class InceptionArgs(ViewsArgs):
 
 
 def cmd_inception(argv: list[str]) -> None:
-    from .inception_score import class_posteriors, inception_metrics, load_inception
     from .io.atomic import write_json
+    from .metrics.inception import class_posteriors, inception_metrics, load_inception
 
     args = parse(InceptionArgs, argv, "esd-gs inception")
     output, (model, classes, mean, std), frames = scored_views(
@@ -261,8 +261,8 @@ def cmd_view(argv: list[str]) -> None:
     import signal
     import time
 
+    from .render.viewer import Viewer
     from .io.ply import load_splats
-    from .viewer import Viewer
 
     args = parse(ViewArgs, argv, "esd-gs view")
     if not 0 <= args.port <= 65535:
@@ -375,13 +375,13 @@ def export_up(args: ExportArgs, target: Path) -> str:
 def cmd_export(argv: list[str]) -> None:
     from gsplat import export_splats
 
-    from .gaussians import splats_from_tensors, truncate_sh
+    from .core.gaussians import splats_from_tensors, truncate_sh
     from .io.atomic import atomic_path, check_output_file
     from .io.gltf import write_glb
+    from .io.mesh import splats_to_mesh, write_mesh
     from .io.orient import UP_ROTATIONS, rotate_splats, to_up, yaw_rotation
     from .io.ply import load_splats, write_compressed_ply, write_ply
     from .io.spz import write_spz
-    from .mesh import splats_to_mesh, write_mesh
 
     args = parse(ExportArgs, argv, "esd-gs export")
     targets = [t for t in (args.mesh, args.splat, args.ply, args.glb, args.spz) if t]
@@ -431,7 +431,7 @@ def cmd_export(argv: list[str]) -> None:
 
 
 def cmd_bench(argv: list[str]) -> None:
-    from .bench import RasterArgs, StepArgs, bench_raster, bench_step, print_result
+    from .commands.bench import RasterArgs, StepArgs, bench_raster, bench_step, print_result
 
     kinds = {"raster": (RasterArgs, bench_raster), "step": (StepArgs, bench_step)}
     if not argv or argv[0] not in kinds:
@@ -457,7 +457,7 @@ class DownloadArgs:
 
 def cmd_download(argv: list[str]) -> None:
     from .guidance.stable_diffusion import MODEL_PARTS
-    from .weights import download, hub_reachable
+    from .guidance.weights import download, hub_reachable
 
     args = parse(DownloadArgs, argv, "esd-gs download")
     if not hub_reachable():
@@ -468,7 +468,7 @@ def cmd_download(argv: list[str]) -> None:
 
 
 def cmd_batch(argv: list[str]) -> None:
-    from .batch import cmd_batch as run
+    from .commands.batch import cmd_batch as run
 
     run(argv)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,15 +13,15 @@ from typing import Literal
 
 import yaml
 
-from .cameras import CameraConfig
-from .densify import Densifier
-from .device import pick_device
-from .memory import check_fits, gaussian_bytes, image_bytes
+from .core.cameras import CameraConfig
+from .core.densify import Densifier
+from .core.device import pick_device
+from .core.gaussians import GaussianConfig
+from .core.memory import check_fits, gaussian_bytes, image_bytes
+from .core.objective import Background
 from .errors import UserError
-from .gaussians import GaussianConfig
-from .guidance.distill import GuidanceConfig
+from .guidance.distill import PriorConfig
 from .guidance.variational import VariationalConfig
-from .objective import Background
 from .synthetic.config import SyntheticConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -74,9 +75,12 @@ class TrainConfig:
     lam: float = 0.5
     """ESD's entropy weight in [0, 1]: eps_q = lam * eps(no camera) + (1 - lam) * eps(camera); 0 = VSD."""
     lam_final: float | None = None
-    """ESD: lam from the prior's anneal step on (where t_max drops): the entropy term while the layout forms,
-    less of it while details form (issue 25's fidelity gap). None: lam throughout."""
+    """ESD: lam from the second stage on (stage2_step): the entropy term while the layout forms, less of it
+    while details form (issue 25's fidelity gap). None: lam throughout."""
     steps: int = 2000
+    stage2_step: int | None = None
+    """Step where the second stage begins: t_max drops to prior.t_max_final and ESD's lam becomes lam_final
+    (ProlificDreamer's two stages: step 5000 of 25k). Default: 20% of the run, fixed when the run starts."""
     output_dir: Path = Path("outputs")
     run_name: str | None = None
     """Folder under output_dir; default from prompt, guidance and seed."""
@@ -105,7 +109,7 @@ class TrainConfig:
     """The Stable Diffusion world's training orbit (the synthetic world trains on its photos' orbit)."""
     gaussians: GaussianConfig = field(default_factory=GaussianConfig)
     densify: Densifier = field(default_factory=Densifier)
-    prior: GuidanceConfig = field(default_factory=GuidanceConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
     variational: VariationalConfig = field(default_factory=VariationalConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -117,6 +121,43 @@ class TrainConfig:
     viewer_every: int = 50
     """Send the viewer the current splats every N steps (each update re-renders every browser's view: on a CPU
     a 256 px render costs a few steps' time)."""
+
+
+def stage2_step(cfg: TrainConfig) -> int:
+    """The step where the second stage begins: cfg.stage2_step, else 20% of the run."""
+    return round(0.2 * cfg.steps) if cfg.stage2_step is None else cfg.stage2_step
+
+
+RENAMED = {"prior.anneal_step": "stage2_step"}
+"""Config keys renamed in 0.2 (old name: new name): the old ones work, with a notice, until the next release."""
+
+
+def renamed_flag(old: str) -> str:
+    return "--" + old.replace("_", "-")
+
+
+def rename_keys(flat: dict, where: str, notice: bool = True) -> dict:
+    """A flattened config with RENAMED keys under their new names; a one-line notice for each (notice)."""
+    out = dict(flat)
+    for old, new in RENAMED.items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, value)
+            if notice:
+                print(f"esd-gs: note: {where}: '{old}' is now '{new}'; the old name works until the next release",
+                      file=sys.stderr)
+    return out
+
+
+def unflatten(flat: dict) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        *heads, last = key.split(".")
+        node = out
+        for head in heads:
+            node = node.setdefault(head, {})
+        node[last] = value
+    return out
 
 
 def _coerce(tp, value, where: str):
@@ -170,6 +211,8 @@ def load_preset(name: str) -> TrainConfig:
         raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})")
     if not isinstance(data, dict):
         raise UserError(f"{path}: a preset must be a mapping of config keys")
+    if set(flatten(data)) & set(RENAMED):
+        data = unflatten(rename_keys(flatten(data), str(path)))
     cfg = from_dict(TrainConfig, data)
     cfg.preset = name
     return cfg
@@ -209,6 +252,7 @@ RANGES = {  # config key: (test, what the value must be); each number where it e
     "variational.camera_dropout": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     "variational.train_steps": (lambda v: v >= 1, "at least 1"), "variational.camera_lr_scale": (lambda v: v >= 0, "at least 0"),
     "densify.max_gaussians": (lambda v: v >= 1, "at least 1"),
+    "stage2_step": (lambda v: v is None or v >= 0, "at least 0"),
 }
 
 
@@ -228,6 +272,13 @@ def validate(cfg: TrainConfig) -> None:
     """Refuses values that cannot work, before anything is written."""
     check_numbers(cfg)
     pick_device(cfg.device)  # a name torch does not know, or CUDA where there is none: one line
+    check_names(cfg)
+    check_sizes(cfg)
+    check_combinations(cfg)
+
+
+def check_names(cfg: TrainConfig) -> None:
+    """The prompt and the run folder's name."""
     if not cfg.prompt.strip():
         raise UserError("the prompt is empty; pass --prompt \"what to make\"")
     if cfg.run_name is not None and (not cfg.run_name.strip() or Path(cfg.run_name).name != cfg.run_name
@@ -236,6 +287,10 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.run_name is not None and (any(ord(c) < 32 for c in cfg.run_name) or len(cfg.run_name.encode()) > 200):
         raise UserError(f"--run-name must be at most 200 bytes without control characters (tabs, newlines); got "
                         f"{cfg.run_name[:40]!r}{'...' if len(cfg.run_name) > 40 else ''}")
+
+
+def check_sizes(cfg: TrainConfig) -> None:
+    """Counts, resolutions and learning rates each within what can work, and what fits in memory."""
     if cfg.init_ply is None and cfg.gaussians.num_points <= 0:
         raise UserError(f"gaussians.num_points must be positive (got {cfg.gaussians.num_points})")
     if cfg.steps <= 0:
@@ -267,6 +322,10 @@ def validate(cfg: TrainConfig) -> None:
     if var.camera_map_pins and not var.camera_map:
         raise UserError(f"variational.camera_map_pins ({var.camera_map_pins}) shapes the camera map, which is off: add "
                         "--variational.camera-map, or --variational.camera-map-pins 0 for none")
+
+
+def check_combinations(cfg: TrainConfig) -> None:
+    """Settings that do not go together."""
     if cfg.render.batch_size <= 0:
         raise UserError(f"render.batch_size must be positive (got {cfg.render.batch_size})")
     if cfg.world == "synthetic" and cfg.render.resolution != cfg.synthetic.resolution:
@@ -299,7 +358,6 @@ def validate(cfg: TrainConfig) -> None:
     lo, hi = cfg.prior.t_min, cfg.prior.t_max
     if not 0 <= lo < hi <= 1 or not lo < cfg.prior.t_max_final <= 1:
         raise UserError(f"prior timesteps need 0 <= t_min < t_max_final, t_max <= 1 (got {lo}, {hi})")
-
 
 # options added since runs were first saved, with the behaviour runs had before the option existed (what a
 # saved config.yaml without the key was trained with, where that differs from today's default)
@@ -356,7 +414,8 @@ def config_changes(saved: dict, cfg: TrainConfig) -> dict[str, tuple]:
     the saved file lacks (an option added since the run started) counts as what the run was trained with: its
     value before it existed (BEFORE_ADDED), else its default."""
     new = flatten(to_dict(cfg))
-    old = {k: v for k, v in flatten(to_dict(TrainConfig())).items() if k in new} | BEFORE_ADDED | flatten(saved)
+    saved = rename_keys(flatten(saved), "", notice=False)  # a run saved before a rename
+    old = {k: v for k, v in flatten(to_dict(TrainConfig())).items() if k in new} | BEFORE_ADDED | saved
     return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
 
 

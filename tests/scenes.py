@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from esd_gs.gaussians import rgb_to_sh0, splats_from_tensors
+from esd_gs.core.gaussians import rgb_to_sh0, splats_from_tensors
 
 
 def small_scene(n=12, dtype=torch.float64, seed=0, sh_degree=0):

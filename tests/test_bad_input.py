@@ -58,7 +58,7 @@ def test_tyro_errors_condense_to_one_line_in_either_box_style(encoding):
     import contextlib
     import io
 
-    from esd_gs.args import parse
+    from esd_gs.commands.args import parse
     from esd_gs.config import TrainConfig
     from esd_gs.errors import UserError
 
@@ -198,7 +198,7 @@ def test_resume_of_damaged_run_files_is_one_line(tmp_path, damage, fragment):
 def test_damaged_batch_files_are_measured_again_or_refused(tmp_path):
     """A damaged index.json or janus.json costs the rows their old figures, not the batch; a jobs file nested
     beyond reason is one line."""
-    from esd_gs.batch import finished_metrics, previous_rows, read_jobs
+    from esd_gs.commands.batch import finished_metrics, previous_rows, read_jobs
     from esd_gs.errors import UserError
 
     (tmp_path / "index.json").write_text('[{"run_name": "a", "seconds": "x", "metrics": 3}, {"run_name": 5}]')

@@ -16,7 +16,7 @@ import numpy as np
 import psutil
 import pytest
 
-from esd_gs.batch import BatchArgs, expand_jobs, job_flags, read_jobs, run_lock
+from esd_gs.commands.batch import BatchArgs, expand_jobs, job_flags, read_jobs, run_lock
 from esd_gs.errors import UserError
 
 from conftest import cli, free_port, run_cli
@@ -48,7 +48,7 @@ def test_a_run_folder_takes_one_worker(tmp_path):
     import sys
 
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from esd_gs.batch import run_lock\nwith run_lock(Path(sys.argv[1])):\n"
+                               "from esd_gs.commands.batch import run_lock\nwith run_lock(Path(sys.argv[1])):\n"
                                "    print('held', flush=True); time.sleep(60)", str(tmp_path / "run")],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -69,7 +69,7 @@ def test_the_driver_renders_each_photo_set_once_before_the_workers_start(tmp_pat
     report measures (tiny-sd knows the head; sd21-base does not)."""
     import torch
 
-    from esd_gs.batch import plan, render_photo_sets
+    from esd_gs.commands.batch import plan, render_photo_sets
     from esd_gs.synthetic import photos
     from esd_gs.synthetic.janus import truth_views
 
@@ -110,7 +110,7 @@ def test_batch_on_a_local_ray_cluster_survives_a_killed_driver(tmp_path, monkeyp
     address that `ray start` recorded is left behind (a dead one): a batch without --address starts its own
     instance and never joins it (ray.init(None) did, and failed). The rerun's driver stops on SIGTERM from
     the moment its index says a job was submitted (until then Ray's crash handler had SIGTERM: a stack dump)."""
-    import esd_gs.batch
+    import esd_gs.commands.batch
 
     handlers = []
 
@@ -119,8 +119,8 @@ def test_batch_on_a_local_ray_cluster_survives_a_killed_driver(tmp_path, monkeyp
             handlers.append(signal.getsignal(signal.SIGTERM))
         write_index_unchanged(batch_dir, rows)
 
-    write_index_unchanged = esd_gs.batch.write_index
-    monkeypatch.setattr(esd_gs.batch, "write_index", write_index)
+    write_index_unchanged = esd_gs.commands.batch.write_index
+    monkeypatch.setattr(esd_gs.commands.batch, "write_index", write_index)
     with recorded_cluster_address(f"127.0.0.1:{free_port()}"):
         killed_driver_then_rerun(tmp_path)
     assert handlers and all(getattr(h, "__name__", None) == "on_term" for h in handlers), handlers
@@ -194,7 +194,7 @@ def killed_driver_then_rerun(tmp_path):
 
 
 def test_jobs_that_can_never_start_are_refused_before_submission():
-    from esd_gs.batch import Job, check_schedulable
+    from esd_gs.commands.batch import Job, check_schedulable
 
     jobs = [Job(0, {}, [], run_name="big"), Job(1, {}, [], run_name="small")]
     asks = {0: {"num_cpus": 64}, 1: {"num_cpus": 1}}
@@ -215,7 +215,7 @@ def test_a_csv_with_an_unclosed_quote_is_refused(tmp_path):
 
 def test_cpu_stable_diffusion_jobs_ask_for_no_gpu(tmp_path):
     """tiny-sd's preset runs on the CPU: its jobs must schedule on a CPU-only cluster; SD 2.1 jobs ask a GPU."""
-    from esd_gs.batch import plan
+    from esd_gs.commands.batch import plan
 
     jobs = plan([{"preset": "tiny-sd"}, {"preset": "sd21-esd"}, {"preset": "sd21-esd", "device": "cpu"},
                  {"preset": "demo"}], [], tmp_path)
@@ -337,7 +337,7 @@ def test_jobs_files_refuse_what_train_would_misread(tmp_path):
     for seeds in (",", " , "):
         with pytest.raises(UserError, match="no seed"):
             expand_jobs([{"prompt": "a"}], BatchArgs(jobs=tmp_path, seeds=seeds))
-    from esd_gs.args import parse_train_args
+    from esd_gs.commands.args import parse_train_args
 
     assert parse_train_args(job_flags({"prompt": "-a head"})).prompt == "-a head"
 

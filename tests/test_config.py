@@ -20,8 +20,8 @@ def test_flags_override_preset():
 
 
 def test_default_run_names_say_the_rule_and_its_lam_schedule():
-    from esd_gs.args import parse_train_args
-    from esd_gs.train import default_run_name
+    from esd_gs.commands.args import parse_train_args
+    from esd_gs.run.run_folder import default_run_name
 
     names = [default_run_name(parse_train_args(["--preset", "demo", *flags])) for flags in (
         [], ["--lam", "0.5"], ["--lam-final", "None"], ["--guidance", "vsd", "--seed", "3"])]

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from esd_gs.cameras import make_cameras
+from esd_gs.core.cameras import make_cameras
 from esd_gs.render import render
 
 from scenes import colored_blob_scene, small_scene
@@ -43,7 +43,7 @@ def test_gsplat_matches_torch_backend_forward_and_backward(name):
 def test_training_steps_on_cuda_with_tiny_pipeline(tiny_sd, tmp_path):
     from esd_gs.config import TrainConfig
     from esd_gs.io.ply import read_ply
-    from esd_gs.train import Trainer
+    from esd_gs.run.trainer import Trainer
 
     cfg = TrainConfig(prompt="a corgi", model_path=str(tiny_sd), guidance="esd", steps=6, output_dir=tmp_path,
                       run_name="cuda", device="cuda")

@@ -6,15 +6,15 @@ import json
 import pytest
 import torch
 
-from esd_gs.densify import NEVER, Densifier
-from esd_gs.gaussians import GaussianConfig, init_sphere, make_optimizers
+from esd_gs.core.densify import NEVER, Densifier
+from esd_gs.core.gaussians import GaussianConfig, init_sphere, make_optimizers
 
 
 def growth_per_refine(tiny_sd, tmp_path, loss_scale: float, grow_top: float) -> list[int]:
     """Gaussians added at each refine of a short ESD run on the tiny pipeline whose loss is multiplied by
     loss_scale (Adam's steps barely change with it; the 2D gradients it accumulates scale with it)."""
     from esd_gs.config import load_preset
-    from esd_gs.train import Trainer
+    from esd_gs.run.trainer import Trainer
 
     cfg = load_preset("sd21-esd")
     cfg.model_path, cfg.output_dir, cfg.run_name, cfg.steps = str(tiny_sd), tmp_path, f"x{loss_scale}", 13

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from esd_gs.cameras import make_cameras
-from esd_gs.gaussians import splats_from_tensors
+from esd_gs.core.cameras import make_cameras
+from esd_gs.core.gaussians import splats_from_tensors
 from esd_gs.io.gltf import EXT, read_glb
 from esd_gs.io.orient import UP_ROTATIONS, from_up, rotate_splats, to_up
 from esd_gs.io.ply import read_ply, write_ply
@@ -130,7 +130,7 @@ def raw_means(path: Path) -> torch.Tensor:
 def test_a_runs_splats_ply_is_upright_in_superSplats_frame_and_reads_back(tmp_path):
     """splats.ply is written in INRIA/COLMAP's frame (y down, the front towards +z), which SuperSplat shows
     upright, and says so in its header; every esd-gs reader turns it back into training's z-up frame."""
-    from esd_gs.train import Trainer
+    from esd_gs.run.trainer import Trainer
 
     from conftest import tiny_synthetic
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from esd_gs.cameras import make_cameras
+from esd_gs.core.cameras import make_cameras
 from esd_gs.guidance.distill import distillation_loss
 from esd_gs.guidance.stable_diffusion import StableDiffusionPrior
 from esd_gs.guidance.variational import UNetVariational, VariationalConfig
@@ -100,14 +100,14 @@ def test_pinned_camera_map_weights(prior):
 
 @pytest.mark.parametrize("rule,lam", [("sds", 0.0), ("vsd", 0.0), ("esd", 0.0), ("esd", 0.5), ("esd", 1.0)])
 def test_loss_gradient_is_the_rule(prior, rule, lam):
-    from esd_gs.guidance.distill import esd_eps_q
+    from esd_gs.guidance.distill import rule_eps_q
 
     var = attach(prior)
     latents, noise, t, cam16 = inputs(prior)
     latents.requires_grad_(True)
     x_t = prior.scheduler.add_noise(latents.detach(), noise, t)
     eps_prior = prior.guided_eps(x_t, t, None, 7.5)
-    eps_q = esd_eps_q(rule, lam, noise, var, x_t, t, cam16)
+    eps_q = rule_eps_q(rule, lam, noise, var, x_t, t, cam16)
     w = (1 - prior.scheduler.alphas_cumprod[t]).view(-1, 1, 1, 1)
     distillation_loss(latents, w * (eps_prior - eps_q)).backward()
     # by hand, with separate UNet calls
@@ -161,12 +161,12 @@ def test_training_with_tiny_pipeline(tiny_sd, tmp_path, guidance):
     """A short run with each rule: every step logged with t inside the annealed bounds, the LoRA (and
     only the LoRA and camera MLP) learns, and the PLY holds the trained Gaussians."""
     from esd_gs.config import TrainConfig
-    from esd_gs.train import Trainer
+    from esd_gs.run.trainer import Trainer
 
     cfg = TrainConfig(prompt="a corgi", model_path=str(tiny_sd), guidance=guidance, steps=10, output_dir=tmp_path,
                       run_name="r")
     cfg.render.resolution, cfg.gaussians.num_points = 32, 500
-    cfg.prior.anneal_step = 5
+    cfg.stage2_step = 5
     cfg.log.turntable_frames, cfg.log.turntable_resolution, cfg.log.progress = 4, 32, False
     trainer = Trainer(cfg)
     base = {n: p.detach().clone() for n, p in trainer.objective.prior.unet.named_parameters()
@@ -196,7 +196,7 @@ def test_training_with_tiny_pipeline(tiny_sd, tmp_path, guidance):
 @pytest.mark.parametrize("method,lam", [("sds", 0.0), ("vsd", 0.0), ("esd", 1.0)])
 def test_gaussian_example_collapse_and_recovery(method, lam):
     """The paper's 2-D example through distillation_grad: SDS/VSD collapse q's covariance, ESD lam 1 recovers p."""
-    from esd_gs.gaussian_example import GaussianExampleConfig, fit_gaussian
+    from esd_gs.guidance.gaussian_example import GaussianExampleConfig, fit_gaussian
 
     r = fit_gaussian(GaussianExampleConfig(method=method, lam=lam, steps=1000, seed=2))
     if method == "esd":
@@ -265,7 +265,7 @@ def test_half_precision_prior_gives_float32_latents_and_noise(tiny_sd):
 
 def test_densification_never_exceeds_the_cap_and_logs_its_gradients(tiny_sd, tmp_path):
     from esd_gs.config import load_preset
-    from esd_gs.train import Trainer
+    from esd_gs.run.trainer import Trainer
 
     cfg = load_preset("sd21-esd")
     cfg.model_path, cfg.output_dir, cfg.run_name, cfg.steps = str(tiny_sd), tmp_path, "cap", 31
@@ -287,9 +287,9 @@ def test_every_dtype_camera_map_and_base_trains(tiny_sd, dtype, camera_map, base
     """Half-precision bases with every camera input: the distillation loss and the variational update run,
     LoRA and camera parameters stay float32 and learn, the base weights keep the asked dtype. (The pinned
     map's fp32 grids once became `unet.dtype` and crashed bf16/fp16.)"""
-    from esd_gs.cameras import sample_orbit
+    from esd_gs.core.cameras import sample_orbit
     from esd_gs.config import TrainConfig
-    from esd_gs.objective import Views, sample_backgrounds
+    from esd_gs.core.objective import Views, sample_backgrounds
     from esd_gs.worlds.stable_diffusion import StableDiffusionWorld
 
     cfg = TrainConfig(prompt="a corgi", model_path=str(tiny_sd), guidance="esd", lam=0.5,
@@ -442,7 +442,7 @@ def test_score_debiasing_clip_grows_linearly_and_clamps_the_gradient(monkeypatch
         assert torch.allclose(logged, raw.clamp(-c, c).norm() / len(rgb)), (step, c)
 
 
-def test_lam_final_takes_over_at_the_anneal_step(monkeypatch, tmp_path):
+def test_lam_final_takes_over_at_the_second_stage(monkeypatch, tmp_path):
     """ESD's lam schedule: lam before the prior's anneal step (where t_max drops), lam_final from it on; a run
     without lam_final keeps lam. Checked on the lam the objective hands to the rule."""
     from esd_gs.guidance import distill
@@ -455,7 +455,7 @@ def test_lam_final_takes_over_at_the_anneal_step(monkeypatch, tmp_path):
                         used.append(lam) or torch.zeros_like(latents))
     for lam_final, expected in ((0.25, [1.0, 1.0, 0.25, 0.25]), (None, [1.0] * 4)):
         cfg = tiny_synthetic(tmp_path, guidance="esd", lam=1.0, lam_final=lam_final, steps=20)
-        cfg.prior.anneal_step = 10
+        cfg.stage2_step = 10
         objective = make_world(cfg, torch.device("cpu")).objective()
         views = objective.views(0, torch.Generator().manual_seed(0))
         rgb = torch.rand(len(views.cameras), cfg.render.resolution, cfg.render.resolution, 3)
@@ -481,7 +481,7 @@ def perturbed(prior, pins=6):
 def test_fused_call_is_the_prior_and_the_branches(prior, lam):
     """One UNet call for both: its prior rows are the plain UNet's (LoRA off, no camera term) on the same rows
     bit for bit, and its branches give today's two-call eps_q."""
-    from esd_gs.guidance.distill import esd_eps_q
+    from esd_gs.guidance.distill import rule_eps_q
     from esd_gs.guidance.fused import fused_eps
     from esd_gs.guidance.stable_diffusion import adapters_disabled
 
@@ -501,14 +501,14 @@ def test_fused_call_is_the_prior_and_the_branches(prior, lam):
     assert torch.equal(plain[:2 * len(x_t)], call["out"][:2 * len(x_t)])
     assert not torch.allclose(plain[2 * len(x_t):], call["out"][2 * len(x_t):], atol=1e-3)  # the LoRA rows differ
     torch.testing.assert_close(eps_prior, prior.guided_eps(x_t, t, ["front", "back"], 7.5), rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(eps_q, esd_eps_q("esd", lam, noise, var, x_t, t, cam16), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(eps_q, rule_eps_q("esd", lam, noise, var, x_t, t, cam16), rtol=1e-5, atol=1e-5)
 
 
 def one_step(tiny_sd, tmp_path, **overrides):
     """The Gaussians' gradients and the variational update's gradients of a first training step."""
     from esd_gs.config import TrainConfig
     from esd_gs.render import render
-    from esd_gs.train import Trainer
+    from esd_gs.run.trainer import Trainer
 
     cfg = TrainConfig(prompt="a corgi", model_path=str(tiny_sd), steps=4, output_dir=tmp_path, seed=3,
                       run_name="-".join(f"{k}{v}" for k, v in overrides.items()), **overrides)
@@ -543,13 +543,13 @@ def test_fused_step_equals_the_eager_step(tiny_sd, tmp_path, lam):
 
 def test_fused_path_resumes_as_a_straight_run(tiny_sd, tmp_path):
     from esd_gs.config import TrainConfig
-    from esd_gs.train import Trainer
+    from esd_gs.run.trainer import Trainer
 
     def config(name, steps, **overrides):
         cfg = TrainConfig(prompt="a corgi", model_path=str(tiny_sd), steps=steps, output_dir=tmp_path, run_name=name,
                           **overrides)
         cfg.render.resolution, cfg.render.batch_size, cfg.gaussians.num_points = 32, 2, 300
-        cfg.prior.anneal_step = 3
+        cfg.stage2_step = 3
         cfg.log.progress, cfg.log.checkpoint_every, cfg.log.turntable_frames, cfg.log.preview_every = False, 3, 0, 0
         return cfg
 

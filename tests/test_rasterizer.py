@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from esd_gs.cameras import make_cameras
-from esd_gs.gaussians import activated
+from esd_gs.core.cameras import make_cameras
+from esd_gs.core.gaussians import activated
 from esd_gs.render import render
 from esd_gs.render.composite import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_STOP
 from esd_gs.render.torch_backend import project, quat_scale_to_covar

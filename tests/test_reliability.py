@@ -15,7 +15,7 @@ import torch
 
 from esd_gs.errors import UserError
 from esd_gs.io.ply import read_ply, write_ply
-from esd_gs.train import Trainer
+from esd_gs.run.trainer import Trainer
 
 from conftest import assert_clean_error, cli, free_port, run_cli, tiny_synthetic
 from scenes import colored_blob_scene, small_scene
@@ -434,7 +434,7 @@ def test_damaged_run_files_are_one_line_or_skipped(tmp_path):
     (b"- {prompt: caf\xe9}\n", "is not UTF-8 text"),
 ])
 def test_bad_jobs_are_one_line_and_fail_alone(tmp_path, content, fragment):
-    from esd_gs.batch import BatchArgs, expand_jobs, plan, read_jobs
+    from esd_gs.commands.batch import BatchArgs, expand_jobs, plan, read_jobs
 
     jobs = tmp_path / "jobs.yaml"
     jobs.write_bytes(content)
@@ -480,7 +480,7 @@ def test_a_full_photo_cache_only_costs_time(full_disk, monkeypatch):
 def test_a_run_killed_while_finishing_is_not_done_and_resume_finishes_it(tmp_path):
     """splats.ply is written last: a run stopped while writing its report (janus.json) is resumable for
     `esd-gs batch`, not done, and --resume completes the report without training again."""
-    from esd_gs.batch import run_state
+    from esd_gs.commands.batch import run_state
 
     trainer = Trainer(quick(tmp_path, steps=10))
 

@@ -49,7 +49,7 @@ def test_the_import_graph_finds_a_planted_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
     graph = import_graph()
-    assert "esd_gs.args" in graph["esd_gs.batch"] and "esd_gs.args" in graph["esd_gs.cli"]
+    assert "esd_gs.commands.args" in graph["esd_gs.commands.batch"] and "esd_gs.commands.args" in graph["esd_gs.cli"]
 
 
 def test_esd_gs_has_no_import_cycle():

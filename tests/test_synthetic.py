@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from esd_gs.gaussians import GaussianConfig, init_sphere
+from esd_gs.core.gaussians import GaussianConfig, init_sphere
 from esd_gs.synthetic.janus import janus_report
 from esd_gs.guidance.stable_diffusion import sd_scheduler
 from esd_gs.synthetic.config import SyntheticConfig
@@ -74,8 +74,8 @@ def test_janus_metric_on_known_objects():
 
 
 def test_densifier_really_resets_opacity():
-    from esd_gs.densify import Densifier
-    from esd_gs.gaussians import GaussianConfig, init_sphere, make_optimizers
+    from esd_gs.core.densify import Densifier
+    from esd_gs.core.gaussians import GaussianConfig, init_sphere, make_optimizers
 
     splats = init_sphere(GaussianConfig(num_points=50, init_opacity=0.9), torch.Generator().manual_seed(0))
     opt = make_optimizers(splats, GaussianConfig())
@@ -127,7 +127,7 @@ def test_refit_trains_only_the_network_and_starts_from_gap_reports_views():
     """camera_gap.refit: its step-0 learned gaps are gap_report's (same views and noise); refit steps change
     the network's predictions, leave the object alone and are reproducible from the same state."""
     from esd_gs.config import TrainConfig
-    from esd_gs.gaussians import GaussianConfig, init_sphere
+    from esd_gs.core.gaussians import GaussianConfig, init_sphere
     from esd_gs.synthetic.camera_gap import gap_report, refit
     from esd_gs.worlds.synthetic import SyntheticWorld
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import cli, load_script
-from esd_gs.weights import SHIPPED_MODELS
+from esd_gs.guidance.weights import SHIPPED_MODELS
 
 TINY_SD = SHIPPED_MODELS["tiny-sd"]
 
@@ -92,11 +92,11 @@ def test_sds_through_the_real_path_moves_renders_to_the_head(tmp_path):
     path turn a random blob (the run's own init) into the head: its 24 views match the true head's views at
     their own azimuths (view error, deg) and look like them (match_rms: RMS to the nearest true view)."""
     from esd_gs.config import load_preset
-    from esd_gs.gaussians import init_sphere
+    from esd_gs.core.gaussians import init_sphere
     from esd_gs.io.ply import load_splats
     from esd_gs.synthetic.janus import janus_report
 
-    r = cli("train", "--preset", "tiny-sd", "--guidance", "sds", "--steps", "120", "--prior.anneal-step", "60",
+    r = cli("train", "--preset", "tiny-sd", "--guidance", "sds", "--steps", "120", "--stage2-step", "60",
             "--densify.refine-stop-iter", "100", "--output-dir", tmp_path, "--run-name", "sds",
             "--log.turntable-frames", "0", "--log.preview-every", "0", "--log.no-progress")
     assert r.returncode == 0, r.stderr[-2000:]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from esd_gs.cameras import make_cameras
+from esd_gs.core.cameras import make_cameras
 from esd_gs.io.ply import read_ply, write_ply
 from esd_gs.render import render
 
@@ -125,7 +125,7 @@ def test_compressed_ply_has_an_sh_layout_web_viewers_read(tmp_path, sh_degree):
 def test_viewer_serves_renders_and_stops():
     import viser.transforms as vtf
 
-    from esd_gs.viewer import Viewer, camera_from_pose, render_image
+    from esd_gs.render.viewer import Viewer, camera_from_pose, render_image
 
     splats = colored_blob_scene()
     port = free_port()
@@ -154,7 +154,7 @@ def test_viewer_frames_the_object_on_load():
     import viser.transforms as vtf
 
     from esd_gs.render import render_frames
-    from esd_gs.viewer import camera_from_pose, framing_pose
+    from esd_gs.render.viewer import camera_from_pose, framing_pose
 
     sphere = surface_sphere(n=4000, floaters=0)
     center = torch.tensor([0.3, -0.2, 0.1])
@@ -186,7 +186,7 @@ def test_clip_score_of_a_run_matches_clip_by_hand(tmp_path):
     embedding) clipped at 0, recomputed here through CLIP's vision and text towers."""
     from transformers import AutoTokenizer, CLIPModel
 
-    from esd_gs.clip_score import load_clip
+    from esd_gs.metrics.clip import load_clip
     from esd_gs.render.turntable import render_turntable
     from tiny_sd import build_tiny_clip
 
@@ -314,7 +314,7 @@ def test_gpu_wheel_list_resolves(tmp_path, repo):
 
 def test_inception_metrics_by_hand():
     """IQ = mean per-view entropy, IV = entropy of the mean posterior, IS = exp(IV - IQ)."""
-    from esd_gs.inception_score import inception_metrics
+    from esd_gs.metrics.inception import inception_metrics
 
     distinct = inception_metrics(torch.eye(4, 10))  # four views, four different sure classes
     assert distinct["inception_quality"] == pytest.approx(0, abs=1e-6)
@@ -377,7 +377,7 @@ def test_train_viewer_sends_live_updates_and_pauses(tmp_path):
     import multiprocessing
     import threading
 
-    from esd_gs.train import Trainer
+    from esd_gs.run.trainer import Trainer
     from viser_client import ViserClient
 
     from conftest import tiny_synthetic
@@ -414,7 +414,7 @@ def test_live_viewer_start_failure_is_one_line_and_leaves_no_process():
     import torch
 
     from esd_gs.errors import UserError
-    from esd_gs.viewer import LiveViewer
+    from esd_gs.render.viewer import LiveViewer
 
     if torch.cuda.is_available():
         pytest.skip("the gsplat backend starts on a CUDA machine")
@@ -426,7 +426,7 @@ def test_live_viewer_start_failure_is_one_line_and_leaves_no_process():
 def test_viewer_pause_holds_until_resumed_or_stopped():
     import threading
 
-    from esd_gs.viewer import Viewer, wait_while_paused
+    from esd_gs.render.viewer import Viewer, wait_while_paused
 
     viewer = Viewer(colored_blob_scene(), port=free_port(), paused=threading.Event())
     try:

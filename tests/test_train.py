@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from esd_gs.io.ply import read_ply
-from esd_gs.train import Trainer
+from esd_gs.run.trainer import Trainer
 
 from conftest import cli, tiny_synthetic
 
@@ -113,7 +113,7 @@ def test_zero_turntable_frames_skips_the_turntable_only(tmp_path):
 @pytest.mark.slow
 def test_photometric_reconstruction_reaches_25db(tmp_path):
     """Fit a sphere init to 48 views of the known head at 64x64; held-out views score > 25 dB PSNR."""
-    from esd_gs.cameras import make_cameras
+    from esd_gs.core.cameras import make_cameras
     from esd_gs.render import render_frames
     from esd_gs.synthetic.head import head_splats
     from esd_gs.synthetic.photos import render_photos

@@ -8,7 +8,7 @@ import torch
 
 from esd_gs.errors import UserError
 from esd_gs.guidance.stable_diffusion import MODEL_PARTS, StableDiffusionPrior
-from esd_gs.weights import MODEL_ALIASES, files_to_fetch, resolve_model
+from esd_gs.guidance.weights import MODEL_ALIASES, files_to_fetch, resolve_model
 
 from conftest import assert_clean_error, cli
 from tiny_sd import build_tiny_sd
@@ -81,7 +81,7 @@ def test_an_alias_takes_the_first_cached_mirror(tmp_path, tiny_sd, monkeypatch):
 
 def test_fp16_only_folder_trains(tmp_path):
     from esd_gs.config import TrainConfig
-    from esd_gs.train import Trainer
+    from esd_gs.run.trainer import Trainer
 
     folder = build_tiny_sd(tmp_path / "half", half_only=True)
     assert not list(folder.glob("unet/diffusion_pytorch_model.safetensors"))
@@ -119,7 +119,7 @@ def test_incomplete_folders_are_one_line_errors(tmp_path, tiny_sd):
 def test_download_takes_the_first_id_the_hub_has_and_only_what_is_used(tmp_path, monkeypatch, capsys):
     """The hub answering (faked): the first mirror is gone, the second has SD 2.1-base's files; the download
     asks for the fp16 weight set and the configs only, and says the size first."""
-    import esd_gs.weights as weights
+    import esd_gs.guidance.weights as weights
 
     ids = MODEL_ALIASES["sd21-base"]
     asked = []

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from esd_gs.bench import char_tokenizer
+from esd_gs.commands.bench import char_tokenizer
 
 
 TEXT_CONFIG = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=100,

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 import tyro
 from tqdm import tqdm
 
-from esd_gs.bench import char_tokenizer
-from esd_gs.cameras import view_direction
+from esd_gs.commands.bench import char_tokenizer
+from esd_gs.core.cameras import view_direction
 from esd_gs.guidance.stable_diffusion import VIEW_SUFFIX
 from esd_gs.io.media import grid, save_png
 from esd_gs.synthetic.config import SyntheticConfig

@@ -163,7 +163,7 @@ class GsplatBuild:
 def prepare() -> dict:
     import torch
 
-    from esd_gs.bench import save_random_sd21
+    from esd_gs.commands.bench import save_random_sd21
 
     save_random_sd21(WEIGHTS, torch.float16, variant="fp16", device="cuda")
     files = sorted(str(p.relative_to(WEIGHTS)) for p in WEIGHTS.rglob("*.safetensors"))
@@ -187,14 +187,14 @@ def parity(limit: float) -> dict:
 
 
 def raster() -> dict:
-    from esd_gs.bench import RasterArgs, bench_raster
+    from esd_gs.commands.bench import RasterArgs, bench_raster
 
     return {"results": [bench_raster(RasterArgs(num_gaussians=n, resolution=512, backend="gsplat", repeats=10))
                         for n in (100_000, 1_000_000)]}
 
 
 def step(dtype: str, backend: str, eager: bool) -> dict:
-    from esd_gs.bench import StepArgs, bench_step
+    from esd_gs.commands.bench import StepArgs, bench_step
 
     return bench_step(StepArgs(full_size=True, model_path=str(WEIGHTS), dtype=dtype, resolution=512,
                                camera_map_pins=64, steps=10, warmup=3, backend=backend, eager=eager))
@@ -221,8 +221,8 @@ def cli_train(backend: str, out: Path) -> dict:
     run_dir = WEIGHTS.parent / "runs" / "cli"
     command = train_command("sd21-esd", backend, run_dir, "--steps", "120", "--variational.camera-map",
                             "--variational.camera-map-pins", "64", "--densify.refine-start-iter", "20",
-                            "--densify.refine-every", "20", "--log.checkpoint-every", "60", "--log.preview-every", "120",
-                            "--log.turntable-frames", "8")
+                            "--densify.refine-every", "20", "--log.checkpoint-every", "60",
+                            "--log.preview-every", "120", "--log.turntable-frames", "8")
     t0 = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     wall = time.monotonic() - t0

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 import tyro
 
-from esd_gs.cameras import make_cameras
-from esd_gs.gaussians import sh_degree_of, truncate_sh
+from esd_gs.core.cameras import make_cameras
+from esd_gs.core.gaussians import sh_degree_of, truncate_sh
 from esd_gs.io.orient import UP_ROTATIONS, quat_from_matrix
 from esd_gs.io.ply import load_splats, resolve_ply, write_ply
 from esd_gs.render import render_frames

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..cameras import CameraConfig, Cameras, sample_orbit, view_direction
-from ..objective import Background, StepLoss, Views, sample_backgrounds
+from ..core.cameras import CameraConfig, Cameras, sample_orbit, view_direction
+from ..core.objective import Background, StepLoss, Views, sample_backgrounds
+from ..core.timing import SectionTimer
 from ..render import render_frames
-from ..timing import SectionTimer
 from .fused import fusable, fused_eps
 from .perp_neg import PerpNegPrompts, perp_neg_eps, perp_neg_prompts
 from .prior import Prior, alphabar
@@ -31,15 +31,15 @@ Rule = Literal["sds", "vsd", "esd"]
 
 
 @dataclass
-class GuidanceConfig:
+class PriorConfig:
+    """How the prior is asked: its guidance scale, the timesteps, the prompts (`--prior.*`)."""
+
     guidance_scale: float | None = None
     """Classifier-free guidance scale; default 100 for SDS, 7.5 for VSD/ESD (DreamFusion/ProlificDreamer)."""
     t_min: float = 0.02
     t_max: float = 0.98
     t_max_final: float = 0.5
-    """t_max drops to this value at `anneal_step` (ProlificDreamer's two-stage schedule)."""
-    anneal_step: int | None = None
-    """Step of the t_max drop; default: 20% of the run (ProlificDreamer: step 5000 of 25k)."""
+    """t_max drops to this value in the run's second stage (`--stage2-step`; ProlificDreamer's two stages)."""
     view_dependent_prompt: bool = True
     front_deg: float = 45.0
     """View prompts: |azimuth| below this is 'front view' (ProlificDreamer uses 30)."""
@@ -56,23 +56,18 @@ class GuidanceConfig:
     clip threshold grows linearly from grad_clip at the first step to this value at the last."""
 
 
-def clip_threshold(step: int, total_steps: int, cfg: GuidanceConfig) -> float | None:
+def clip_threshold(step: int, total_steps: int, cfg: PriorConfig) -> float | None:
     """The gradient clip at this step: constant, or growing linearly to grad_clip_final (score debiasing)."""
     if cfg.grad_clip is None or cfg.grad_clip_final is None:
         return cfg.grad_clip
     return cfg.grad_clip + (cfg.grad_clip_final - cfg.grad_clip) * step / max(total_steps - 1, 1)
 
 
-def anneal_step(total_steps: int, cfg: GuidanceConfig) -> int:
-    """The step where the second stage begins (t_max drops; ESD's lam_final takes over)."""
-    return round(0.2 * total_steps) if cfg.anneal_step is None else cfg.anneal_step
+def timestep_bounds(step: int, stage2_step: int, cfg: PriorConfig) -> tuple[float, float]:
+    return cfg.t_min, (cfg.t_max if step < stage2_step else cfg.t_max_final)
 
 
-def timestep_bounds(step: int, total_steps: int, cfg: GuidanceConfig) -> tuple[float, float]:
-    return cfg.t_min, (cfg.t_max if step < anneal_step(total_steps, cfg) else cfg.t_max_final)
-
-
-def esd_eps_q(rule: Rule, lam: float, noise: Tensor, variational: Variational | None, x_t: Tensor, t: Tensor,
+def rule_eps_q(rule: Rule, lam: float, noise: Tensor, variational: Variational | None, x_t: Tensor, t: Tensor,
               cam16: Tensor) -> Tensor:
     """The rule's eps_q: the injected noise (SDS), or lam * eps(no camera) + (1 - lam) * eps(camera)."""
     if rule == "sds":
@@ -107,22 +102,23 @@ def distillation_grad(prior: Prior, variational: Variational | None, rule: Rule,
         else:
             eps_prior = prior.guided_eps(x_t, t, prompts, scale)
     with timer("variational"):
-        eps_q = esd_eps_q(rule, lam, noise, variational, x_t, t, cam16)
+        eps_q = rule_eps_q(rule, lam, noise, variational, x_t, t, cam16)
     return w * (eps_prior - eps_q)
 
 
 class DistillationObjective:
     """Samples orbit views and turns their renders into a score-distillation loss."""
 
-    def __init__(self, prior: Prior, variational: Variational | None, rule: Rule, lam: float, cfg: GuidanceConfig,
-                 cameras: CameraConfig, resolution: int, batch_size: int, total_steps: int,
+    def __init__(self, prior: Prior, variational: Variational | None, rule: Rule, lam: float, cfg: PriorConfig,
+                 cameras: CameraConfig, resolution: int, batch_size: int, total_steps: int, stage2_step: int,
                  background: Background = "random", lam_final: float | None = None, fused: bool = True):
-        """lam_final: ESD's lam from the anneal step on (None: lam throughout); fused: distillation_grad's."""
+        """stage2_step: where t_max drops to t_max_final and ESD's lam to lam_final (None: lam throughout);
+        fused: distillation_grad's."""
         if rule != "sds" and variational is None:
             raise ValueError(f"the {rule} rule needs a variational estimator")
         self.prior, self.variational, self.rule, self.lam, self.lam_final = prior, variational, rule, lam, lam_final
         self.cfg, self.cameras, self.resolution, self.batch_size = cfg, cameras, resolution, batch_size
-        self.total_steps, self.background, self.fused = total_steps, background, fused
+        self.total_steps, self.stage2_step, self.background, self.fused = total_steps, stage2_step, background, fused
         self.scale = cfg.guidance_scale if cfg.guidance_scale is not None else (100.0 if rule == "sds" else 7.5)
         self.timer = SectionTimer()
 
@@ -143,11 +139,11 @@ class DistillationObjective:
         with self.timer("encode"):
             latents = prior.encode(rgb)
         B, T = len(latents), prior.scheduler.config.num_train_timesteps
-        lo, hi = timestep_bounds(step, self.total_steps, self.cfg)
+        lo, hi = timestep_bounds(step, self.stage2_step, self.cfg)
         t = torch.randint(int(lo * T), int(hi * T) + 1, (B,), device=latents.device)
         noise = torch.randn_like(latents)
         cam16 = views.cameras.to(latents.device).camera_embedding_input()  # uploaded once a step
-        lam = self.lam if self.lam_final is None or step < anneal_step(self.total_steps, self.cfg) else self.lam_final
+        lam = self.lam if self.lam_final is None or step < self.stage2_step else self.lam_final
         grad = distillation_grad(prior, self.variational, self.rule, lam, latents, t, noise, cam16,
                                  self.prompts(views.cameras), self.scale, self.timer, self.fused)
         clip = clip_threshold(step, self.total_steps, self.cfg)

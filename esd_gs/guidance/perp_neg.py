@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..cameras import wrap_deg
+from ..core.cameras import wrap_deg
 
 CONDITIONS = ("uncond", None, "front", "side", "back", "overhead")
 """What a prior can be conditioned on: the negative prompt, the plain prompt, and the view prompts."""

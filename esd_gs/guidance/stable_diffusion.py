@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from ..weights import WEIGHT_PARTS, resolve_model, weight_format
 from .perp_neg import CONDITIONS, one_hot
 from .prior import eps_from_prediction, to_model_images
+from .weights import WEIGHT_PARTS, resolve_model, weight_format
 
 DEFAULT_MODEL = "sd21-base"  # an alias: the ids weights.MODEL_ALIASES lists for SD 2.1-base
 VIEW_SUFFIX = {"front": ", front view", "side": ", side view", "back": ", back view",

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..cameras import Cameras, fibonacci_lattice
+from ..core.cameras import Cameras, fibonacci_lattice
 from .prior import denoising_target, eps_from_prediction
 
 ADAPTER = "esd_lora"

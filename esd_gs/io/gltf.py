@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.gaussians import num_sh_bases, sh_degree_of
 from ..errors import UserError
-from ..gaussians import num_sh_bases, sh_degree_of
 from .atomic import atomic_path, reads_back
 
 EXT = "KHR_gaussian_splatting"

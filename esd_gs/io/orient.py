@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..gaussians import num_sh_bases, sh_degree_of
+from ..core.gaussians import num_sh_bases, sh_degree_of
 
 Up = Literal["z", "y", "-y"]
 UP_ROTATIONS = {"z": torch.eye(3), "y": torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]),

@@ -18,8 +18,8 @@ import torch
 from plyfile import PlyData, PlyElement
 from torch import Tensor
 
+from ..core.gaussians import SH_C0
 from ..errors import UserError
-from ..gaussians import SH_C0
 from .atomic import atomic_path, reads_back
 from .orient import Up, from_up, to_up
 
@@ -248,7 +248,7 @@ def resolve_ply(path: str | os.PathLike) -> Path:
 
 def load_splats(path: str | os.PathLike, device: str = "auto") -> torch.nn.ParameterDict:
     """PLY file or run folder -> trainable splats on the chosen device (auto: CUDA when present)."""
-    from ..device import pick_device
-    from ..gaussians import splats_from_tensors
+    from ..core.device import pick_device
+    from ..core.gaussians import splats_from_tensors
 
     return splats_from_tensors(read_ply(resolve_ply(path)), pick_device(device))

@@ -8,9 +8,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..cameras import Cameras
+from ..core.cameras import Cameras
+from ..core.gaussians import activated, sh_degree_of
 from ..errors import UserError
-from ..gaussians import activated, sh_degree_of
 
 Backend = Literal["auto", "torch", "gsplat"]
 

@@ -16,7 +16,7 @@ from functools import partial
 
 import torch
 
-from ..cameras import sample_orbit
+from ..core.cameras import sample_orbit
 from ..guidance.prior import Prior
 from ..guidance.variational import Variational
 from ..render import render_frames

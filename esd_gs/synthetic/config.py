@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, CameraConfig
+from ..core.cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, CameraConfig
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..gaussians import rgb_to_sh0, splats_from_tensors
+from ..core.gaussians import rgb_to_sh0, splats_from_tensors
 
 SKIN, HAIR, EYE, NOSE, MOUTH, EAR = (0.92, 0.72, 0.58), (0.22, 0.13, 0.07), (0.05, 0.05, 0.12), \
     (0.85, 0.3, 0.25), (0.65, 0.08, 0.1), (0.8, 0.55, 0.42)

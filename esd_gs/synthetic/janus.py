@@ -31,7 +31,7 @@ import math
 
 import torch
 
-from ..cameras import VIEW_ELEVATION_DEG, wrap_deg
+from ..core.cameras import VIEW_ELEVATION_DEG, wrap_deg
 from .config import SyntheticConfig
 from .photos import cached_photos, render_photos
 

@@ -12,7 +12,7 @@ import torch
 from filelock import FileLock
 from torch import Tensor
 
-from ..cameras import Cameras, make_cameras
+from ..core.cameras import Cameras, make_cameras
 from ..errors import UserError
 from ..io.atomic import atomic_path
 from ..render import render_frames

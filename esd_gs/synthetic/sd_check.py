@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..cameras import view_direction, wrap_deg
+from ..core.cameras import view_direction, wrap_deg
 from .config import SyntheticConfig
 from .janus import BINS, entropy
 from .photos import cached_photos

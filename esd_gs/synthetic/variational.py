@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..cameras import sample_orbit
+from ..core.cameras import sample_orbit
 from ..guidance.variational import Snapshot, branches_needed
 from .config import SyntheticConfig
 from .prior import ideal_eps

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..objective import Objective
+from ..core.objective import Objective
 
 if TYPE_CHECKING:
     from ..config import TrainConfig

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 
-from ..device import pick_dtype
+from ..config import stage2_step
+from ..core.device import pick_dtype
 from ..guidance.distill import DistillationObjective
 from ..guidance.stable_diffusion import DEFAULT_MODEL, StableDiffusionPrior, load_scheduler
 from ..guidance.variational import UNetVariational
-from ..weights import resolve_model, shipped_or_given, weight_format
+from ..guidance.weights import resolve_model, shipped_or_given, weight_format
 from .base import World
 
 SYNTHETIC_HEAD = "synthetic-head"  # training.json's "truth" in folders built by tools/train_tiny_sd.py
@@ -40,7 +41,8 @@ class StableDiffusionWorld(World):
                                                         pick_dtype(cfg.dtype, self.device))
         variational = None if cfg.guidance == "sds" else self.variational(prior)
         return DistillationObjective(prior, variational, cfg.guidance, cfg.lam, cfg.prior, cfg.cameras,
-                                     cfg.render.resolution, cfg.render.batch_size, cfg.steps, cfg.render.background,
+                                     cfg.render.resolution, cfg.render.batch_size, cfg.steps, stage2_step(cfg),
+                                     cfg.render.background,
                                      cfg.lam_final, fused=not cfg.eager)
 
     def variational(self, prior: StableDiffusionPrior) -> UNetVariational:

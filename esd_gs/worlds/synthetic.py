@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import stage2_step
+from ..core.objective import Objective, PhotometricObjective
 from ..guidance.distill import DistillationObjective
 from ..guidance.variational import UNetVariational
 from ..io.atomic import write_json
-from ..objective import Objective, PhotometricObjective
 from ..synthetic.janus import SUMMARY_KEYS, janus_report
 from ..synthetic.prior import SyntheticPrior
 from ..synthetic.variational import ExactVariational, small_unet
@@ -28,7 +29,8 @@ class SyntheticWorld(World):
             variational = ExactVariational(syn, prior.scheduler) if syn.variational == "exact" else \
                 self.learned_variational(prior)
         return DistillationObjective(prior, variational, cfg.guidance, cfg.lam, cfg.prior, syn.camera_config(),
-                                     cfg.render.resolution, cfg.render.batch_size, cfg.steps, "white", cfg.lam_final)
+                                     cfg.render.resolution, cfg.render.batch_size, cfg.steps, stage2_step(cfg), "white",
+                                     cfg.lam_final)
 
     def learned_variational(self, prior: SyntheticPrior) -> UNetVariational:
         """The small UNet trained fully (no pretrained base, so no LoRA), with no text (one prompt)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def available_bytes() -> int:

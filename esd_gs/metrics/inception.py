@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import UserError
-from .weights import reachable
+from ..errors import UserError
+from ..guidance.weights import reachable
 
 INPUT_SIZE = 299
 

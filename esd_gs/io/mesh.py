@@ -20,11 +20,11 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, fibonacci_lattice, make_cameras
-from .errors import UserError
-from .io.atomic import atomic_path
-from .memory import check_fits, image_bytes
-from .render import render_frames
+from ..core.cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, fibonacci_lattice, make_cameras
+from ..core.memory import check_fits, image_bytes
+from ..errors import UserError
+from ..render import render_frames
+from .atomic import atomic_path
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb", ".gltf")
 MAX_GRID = 384  # TSDF cells per side (memory grows with its cube)

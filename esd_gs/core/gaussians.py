@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .errors import UserError
+from ..errors import UserError
 
 SH_C0 = 0.28209479177387814
 

@@ -8,7 +8,7 @@ import torch
 def pick_device(name: str) -> torch.device:
     """auto: CUDA when present, else the CPU; cpu, cuda or cuda:N (there must be such a device), or another torch
     device name. A name that is none of these is a one-line UserError."""
-    from .errors import UserError
+    from ..errors import UserError
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -25,9 +25,9 @@ from typing import Literal
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, VIEW_ELEVATION_DEG, make_cameras
-from .errors import UserError
-from .gaussians import rgb_to_sh0, splats_from_tensors
+from ..core.cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, VIEW_ELEVATION_DEG, make_cameras
+from ..core.gaussians import rgb_to_sh0, splats_from_tensors
+from ..errors import UserError
 
 HOPPER_BF16_TFLOPS = 800.0  # dense bf16 peak of an H100/H200 (an H200 measured 769-798 here): the floor
 
@@ -106,7 +106,7 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_raster(args: RasterArgs) -> dict:
-    from .render import render
+    from ..render import render
 
     if args.num_gaussians < 1 or args.cameras < 1 or args.resolution < 8 or args.repeats < 1:
         raise UserError(f"--num-gaussians, --cameras and --repeats must be at least 1 and --resolution at least 8 "
@@ -166,7 +166,7 @@ def sd21_base_random(channel_scale: float, resolution: int, device, dtype):
     The prior works at `resolution` (512 for the real model)."""
     from diffusers.utils import logging
 
-    from .guidance.stable_diffusion import VIEW_SUFFIX, StableDiffusionPrior, sd_scheduler
+    from ..guidance.stable_diffusion import VIEW_SUFFIX, StableDiffusionPrior, sd_scheduler
 
     logging.set_verbosity_error()  # casting random weights with .to(dtype) is what we mean here
     unet, vae = sd21_modules(channel_scale, resolution)
@@ -225,7 +225,7 @@ def save_random_sd21(folder: Path, dtype: torch.dtype = torch.float16, variant: 
 
 
 def _step_config(args: StepArgs, device: torch.device, out_dir: str):
-    from .config import load_preset
+    from ..config import load_preset
 
     cfg = load_preset("demo") if not args.full_size else load_preset("sd21-esd")
     cfg = dataclasses.replace(cfg, guidance=args.guidance, output_dir=out_dir, run_name="bench", steps=10**6,
@@ -278,9 +278,9 @@ def count_operations(trainer) -> dict:
 def bench_step(args: StepArgs) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .device import pick_device, pick_dtype
-    from .train import Trainer
-    from .worlds.stable_diffusion import StableDiffusionWorld
+    from ..core.device import pick_device, pick_dtype
+    from ..run.trainer import Trainer
+    from ..worlds.stable_diffusion import StableDiffusionWorld
 
     if args.steps < 1 or args.warmup < 0 or not args.channel_scale > 0 or (args.resolution or 8) < 8:
         raise UserError(f"--steps must be at least 1, --warmup at least 0, --channel-scale positive and --resolution "

@@ -6,7 +6,7 @@ write end of its stdin: while the driver lives it records the driver's new desce
 "done" on the pipe means Ray was shut down normally; end of file without it means the driver died, and the
 recorded processes still running are killed.
 
-    python -m esd_gs.reaper DRIVER_PID [PID ...]   (PIDs: the driver's children before Ray, left alone)
+    python -m esd_gs.commands.ray_cleanup DRIVER_PID [PID ...]   (PIDs: the driver's children before Ray, left alone)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import psutil
 def start() -> subprocess.Popen:
     """The reaper for this process's Ray processes from now on (call `finish` after ray.shutdown())."""
     before = [str(p.pid) for p in psutil.Process().children(recursive=True)]
-    return subprocess.Popen([sys.executable, "-m", "esd_gs.reaper", str(os.getpid()), *before],
+    return subprocess.Popen([sys.executable, "-m", "esd_gs.commands.ray_cleanup", str(os.getpid()), *before],
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import UserError
-from .io.media import to_uint8
-from .weights import resolve_model
+from ..errors import UserError
+from ..guidance.weights import resolve_model
+from ..io.media import to_uint8
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .guidance.distill import distillation_grad, distillation_loss
-from .guidance.prior import alphabar
-from .guidance.variational import branches_needed
+from .distill import distillation_grad, distillation_loss
+from .prior import alphabar
+from .variational import branches_needed
 
 
 def linear_scheduler():

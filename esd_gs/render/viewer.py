@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .cameras import Cameras, intrinsics
-from .errors import UserError
-from .io.media import to_uint8
-from .render import render_frames
-from .render.turntable import depth_to_rgb
+from ..core.cameras import Cameras, intrinsics
+from ..errors import UserError
+from ..io.media import to_uint8
+from . import render_frames
+from ..render.turntable import depth_to_rgb
 
 
 def camera_from_pose(wxyz, position, fovy_rad: float, width: int, height: int) -> Cameras:

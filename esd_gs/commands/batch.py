@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from .errors import Interrupted, UserError
-from .io.atomic import atomic_path, write_json, write_text
-from .io.checkpoint import checkpoint_paths
-from .io.lock import RunLock
-from .synthetic.config import SyntheticConfig
+from ..errors import Interrupted, UserError
+from ..io.atomic import atomic_path, write_json, write_text
+from ..io.checkpoint import checkpoint_paths
+from ..io.lock import RunLock
+from ..synthetic.config import SyntheticConfig
 
 INDEX_KEYS = ("index", "run_name", "status", "seconds", "error", "prompt", "args", "run_dir", "splats", "turntable",
               "metrics")
@@ -107,7 +107,7 @@ def read_jobs(path: Path) -> list[dict]:
 
 def job_flags(job: dict) -> list[str]:
     """A job's settings as `esd-gs train` flags (unknown keys pass through: train names them)."""
-    from .config import TrainConfig, flatten, to_dict
+    from ..config import TrainConfig, flatten, to_dict
 
     defaults = flatten(to_dict(TrainConfig()))
     bools = {k for k, v in defaults.items() if isinstance(v, bool)}
@@ -175,7 +175,7 @@ def run_lock(run_dir: Path, wait: bool = False):
 
 def finished_result(run_dir: Path) -> dict:
     """What a worker reports for a run that was finished when it got the lock (by another batch, say)."""
-    from .io.ply import read_ply
+    from ..io.ply import read_ply
 
     return {"run_dir": str(run_dir), "n_gaussians": len(read_ply(run_dir / "splats.ply")["means"]),
             "skipped_steps": 0, "janus": finished_metrics(run_dir), "reused": True}
@@ -216,12 +216,12 @@ class Job:
 
 def plan(jobs: list[dict], shared_flags: list[str], batch_dir: Path) -> list[Job]:
     """Parses every job like `esd-gs train` would (bad flags fail here, in the index) and names its folder."""
-    from .args import parse_train_args
-    from .config import validate
-    from .train import default_run_name
-    from .worlds.stable_diffusion import DEFAULT_MODEL, knows_synthetic_head
-
     from tqdm import tqdm
+
+    from ..config import validate
+    from ..run.run_folder import default_run_name
+    from ..worlds.stable_diffusion import DEFAULT_MODEL, knows_synthetic_head
+    from .args import parse_train_args
 
     planned, names = [], set()  # thousands of jobs take a while to parse: say so
     for i, settings in enumerate(tqdm(jobs, desc="planning jobs", unit="job", disable=len(jobs) < 1000, delay=2)):
@@ -250,8 +250,8 @@ def render_photo_sets(jobs: list[Job]) -> None:
     """The photo sets that the jobs read from the cache (the synthetic world's prior photos, the Janus
     report's views of the truth, for tiny-sd runs too), rendered here with every core: on a cold cache one
     worker would render each with its single thread while the others wait (the demo's 1024 photos: ~6 s)."""
-    from .synthetic.janus import truth_views
-    from .synthetic.photos import cached_photos, photo_angles
+    from ..synthetic.janus import truth_views
+    from ..synthetic.photos import cached_photos, photo_angles
 
     photos, truths = [], []
     for job in jobs:
@@ -279,11 +279,10 @@ NOT_TRAINING = ("resume", "overwrite", "preset", "output_dir", "run_name", "devi
 
 def changed_settings(job: Job) -> str | None:
     """What a finished run was trained with that its job no longer says ("steps: 3 -> 50, ..."); None: the same."""
-    from .config import config_changes, saved_config
-    from .guidance.distill import anneal_step
+    from ..config import config_changes, saved_config, stage2_step
 
     cfg = copy.deepcopy(job.cfg)
-    cfg.prior.anneal_step = anneal_step(cfg.steps, cfg.prior)  # as the run fixed it when it started
+    cfg.stage2_step = stage2_step(cfg)  # as the run fixed it when it started
     try:
         changes = config_changes(saved_config(job.run_dir), cfg)
     except UserError as e:
@@ -297,7 +296,7 @@ def changed_settings(job: Job) -> str | None:
 
 
 def finished_metrics(run_dir: Path) -> dict:
-    from .synthetic.janus import SUMMARY_KEYS
+    from ..synthetic.janus import SUMMARY_KEYS
 
     try:
         report = json.loads((run_dir / "janus.json").read_text())
@@ -372,17 +371,9 @@ def check_schedulable(pending: list[Job], asks: dict[int, dict], cluster: dict) 
                         "(lower --cpus-per-job; Stable Diffusion jobs need a GPU each: --gpus-per-job)")
 
 
-def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), address: str | None = None,
-              num_cpus: int | None = None, cpus_per_job: float = 1.0, gpus_per_job: float = 1.0,
-              progress: bool = True) -> list[dict]:
-    """Runs every job not finished yet on Ray; returns (and writes) the index rows."""
-    import ray
-    from tqdm import tqdm
-
-    from . import reaper
-
-    batch_dir.mkdir(parents=True, exist_ok=True)
-    planned = plan(jobs, list(shared_flags), batch_dir)
+def initial_rows(planned: list[Job], batch_dir: Path) -> tuple[dict[int, dict], list[Job]]:
+    """Each job's row before anything runs (failed to plan, changed, done, or pending) and the pending jobs,
+    their flags completed with where they write."""
     before = previous_rows(batch_dir)
     rows, pending = {}, []
     for job in planned:
@@ -402,103 +393,131 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
             (job.run_dir / RUNNING).unlink(missing_ok=True)  # left by a worker of a killed batch
             pending.append(job)
             rows[job.index] = row(job, "pending")
-    write_index(batch_dir, list(rows.values()))
-    if not pending:
-        return [rows[i] for i in sorted(rows)]
+    return rows, pending
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, num_cpus: int | None, threads: int, received: list[int]):
+    """Ray for the block: the cluster at `address` (or $RAY_ADDRESS), else a local instance of its own, shut
+    down after. SIGTERM (a scheduler, `kill`) stops the batch as Ctrl-C does (KeyboardInterrupt; received[0]
+    says which), from before Ray starts (it exited 15 without a word when it came during ray.init) and again
+    after it (ray.init installs a crash handler: a stack dump, exit 15)."""
+    import logging
+
+    import ray
+
+    from . import ray_cleanup
 
     started_here = not (address or os.environ.get("RAY_ADDRESS"))
-    if started_here:  # the workers share this machine's photo cache
-        render_photo_sets(pending)
-    threads = max(1, int(cpus_per_job))
-    # workers inherit the driver's environment: a NUMBA_NUM_THREADS set for the driver's own cores would size
-    # every worker's numba pool past its share, and its idle threads spin (the batch kill test: 138 s, not 41)
-    watch = reaper.start() if started_here else None  # Ray's processes end with a SIGKILLed driver too
-
-    def shutdown() -> None:
-        if started_here:
-            ray.shutdown()
-            reaper.finish(watch)
-
-    if started_here:  # our own instance keeps Ray's default, token authentication, without Ray's notice of it
-        import logging
-
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    # SIGTERM (a scheduler, `kill`) stops as Ctrl-C does, from before Ray starts (it exited 15 without a word
-    # when it came during ray.init) and again after it: ray.init installs a crash handler (a stack dump, exit 15)
-    received, previous = [signal.SIGINT], None
-    on_main = threading.current_thread() is threading.main_thread()
+    previous = None
 
     def on_term(signum, frame):
         received[0] = signum
         raise KeyboardInterrupt
 
+    on_main = threading.current_thread() is threading.main_thread()
     if on_main:
         previous = signal.signal(signal.SIGTERM, on_term)
-    task = ray.remote(train_job)
-    asks = {job.index: {"num_gpus": gpus_per_job, "num_cpus": 1} if job.gpu else {"num_cpus": cpus_per_job}
-            for job in pending}
-    refs, started, waiting, bar = {}, {}, [], None
-    counts = {"done": sum(r["status"] == "done" for r in rows.values()),
-              "failed": sum(r["status"] in ("failed", "changed") for r in rows.values())}
+    watch = ray_cleanup.start() if started_here else None  # Ray's processes end with a SIGKILLed driver too
+    if started_here:  # our own instance keeps Ray's default, token authentication, without Ray's notice of it
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         # "local": a new instance even where `ray start` left a cluster's address behind (ray.init(None) would
-        # join it)
+        # join it). Workers inherit the driver's environment: a NUMBA_NUM_THREADS set for the driver's own cores
+        # would size every worker's numba pool past its share, and its idle threads spin
         ray.init(address=address or ("local" if started_here else None), num_cpus=num_cpus if started_here else None,
                  include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True,
                  runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}})
         if on_main:
             signal.signal(signal.SIGTERM, on_term)
-        check_schedulable(pending, asks, ray.cluster_resources())
-        for job in pending:
-            ref = task.options(**asks[job.index], max_retries=0).remote(job.argv, str(job.run_dir), threads)
-            refs[ref] = job
-            waiting.append(ref)
-            started[job.index] = time.time()
-            rows[job.index] = row(job, "submitted")
-        write_index(batch_dir, list(rows.values()))
-        live = sys.stderr.isatty()
-        bar = tqdm(total=len(planned), initial=len(planned) - len(pending), desc="batch", unit="job",
-                   disable=not progress, dynamic_ncols=True)
-        shown = None  # the counts last printed
-        while waiting:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if started_here:
+            ray.shutdown()
+            ray_cleanup.finish(watch)
+
+
+def run_jobs(pending: list[Job], rows: dict[int, dict], batch_dir: Path, asks: dict, threads: int, bar) -> None:
+    """Submits the pending jobs and records each as it ends (done or failed), the index rewritten each time."""
+    import ray
+
+    task, refs, started = ray.remote(train_job), {}, {}
+    for job in pending:
+        refs[task.options(**asks[job.index], max_retries=0).remote(job.argv, str(job.run_dir), threads)] = job
+        started[job.index] = time.time()
+        rows[job.index] = row(job, "submitted")
+    write_index(batch_dir, list(rows.values()))
+    waiting, shown, live = list(refs), None, sys.stderr.isatty()
+    counts = {"done": sum(r["status"] == "done" for r in rows.values()),
+              "failed": sum(r["status"] in ("failed", "changed") for r in rows.values())}
+    while waiting:
+        try:
             finished, waiting = ray.wait(waiting, num_returns=1, timeout=2.0)
-            for ref in finished:
-                job = refs[ref]
-                seconds = time.time() - started[job.index]  # since submission: queueing included
-                try:
-                    result = ray.get(ref)
-                    rows[job.index] = row(job, "done", result["seconds"], metrics={
-                        "n_gaussians": result["n_gaussians"], "skipped_steps": result["skipped_steps"],
-                        **result.get("janus", {})})
-                    counts["done"] += 1
-                except Exception as e:  # noqa: BLE001 - a failed job is recorded, the others go on
-                    rows[job.index] = row(job, "failed", seconds, error=one_line(e))
-                    counts["failed"] += 1
-                write_index(batch_dir, list(rows.values()))
-            running = sum((refs[ref].run_dir / RUNNING).exists() for ref in waiting)
-            state = {**counts, "running": running, "queued": len(waiting) - running}
-            # a terminal redraws every poll; a log file gets a line when a job finishes (update) and one when
-            # the counts change between finishes (the next job's worker has started), so no line is stale
-            bar.set_postfix(**state, refresh=live or (not finished and state != shown))
-            if finished:
-                bar.update(len(finished))
-            shown = state
+        except KeyboardInterrupt:
+            for ref in waiting:
+                ray.cancel(ref)
+            raise
+        for ref in finished:
+            job = refs[ref]
+            try:
+                result = ray.get(ref)
+                rows[job.index] = row(job, "done", result["seconds"], metrics={
+                    "n_gaussians": result["n_gaussians"], "skipped_steps": result["skipped_steps"],
+                    **result.get("janus", {})})
+                counts["done"] += 1
+            except Exception as e:  # noqa: BLE001 - a failed job is recorded, the others go on
+                rows[job.index] = row(job, "failed", time.time() - started[job.index], error=one_line(e))
+                counts["failed"] += 1
+            write_index(batch_dir, list(rows.values()))
+        running = sum((refs[ref].run_dir / RUNNING).exists() for ref in waiting)
+        state = {**counts, "running": running, "queued": len(waiting) - running}
+        # a terminal redraws every poll; a log file gets a line when a job finishes (update) and one when the
+        # counts change between finishes (the next job's worker has started), so no line is stale
+        bar.set_postfix(**state, refresh=live or (not finished and state != shown))
+        if finished:
+            bar.update(len(finished))
+        shown = state
+
+
+def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), address: str | None = None,
+              num_cpus: int | None = None, cpus_per_job: float = 1.0, gpus_per_job: float = 1.0,
+              progress: bool = True) -> list[dict]:
+    """Runs every job not finished yet on Ray; returns (and writes) the index rows. Ctrl-C or SIGTERM cancels
+    what runs (each run keeps its last checkpoint) and marks it interrupted."""
+    import ray
+    from tqdm import tqdm
+
+    batch_dir.mkdir(parents=True, exist_ok=True)
+    planned = plan(jobs, list(shared_flags), batch_dir)
+    rows, pending = initial_rows(planned, batch_dir)
+    write_index(batch_dir, list(rows.values()))
+    if not pending:
+        return [rows[i] for i in sorted(rows)]
+    if not (address or os.environ.get("RAY_ADDRESS")):  # the local workers share this machine's photo cache
+        render_photo_sets(pending)
+    threads = max(1, int(cpus_per_job))
+    asks = {job.index: {"num_gpus": gpus_per_job, "num_cpus": 1} if job.gpu else {"num_cpus": cpus_per_job}
+            for job in pending}
+    bar = tqdm(total=len(planned), initial=len(planned) - len(pending), desc="batch", unit="job",
+               disable=not progress, dynamic_ncols=True)
+    received = [signal.SIGINT]
+    try:
+        with ray_session(address, num_cpus, threads, received):
+            check_schedulable(pending, asks, ray.cluster_resources())
+            run_jobs(pending, rows, batch_dir, asks, threads, bar)
     except KeyboardInterrupt:
-        for ref in waiting:
-            ray.cancel(ref)
         stopped = [job for job in pending if rows[job.index]["status"] in ("pending", "submitted")]
         for job in stopped:  # (a stop during submission leaves some never submitted: interrupted too)
             rows[job.index] = row(job, "interrupted")
         write_index(batch_dir, list(rows.values()))
-        raise Interrupted(f"batch stopped: {counts['done']} done, {counts['failed']} failed, {len(stopped)} "
-                          "interrupted (each keeps its last checkpoint); rerun the same command to continue",
-                          received[0]) from None
+        done = sum(r["status"] == "done" for r in rows.values())
+        failed = sum(r["status"] in ("failed", "changed") for r in rows.values())
+        raise Interrupted(f"batch stopped: {done} done, {failed} failed, {len(stopped)} interrupted (each keeps its "
+                          "last checkpoint); rerun the same command to continue", received[0]) from None
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if bar is not None:
-            bar.close()
-        shutdown()
+        bar.close()
     return [rows[i] for i in sorted(rows)]
 
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import UserError
+from ..errors import UserError
 
 HUB_TIMEOUT_S = 5.0
 FLAT_MODEL_FILES = ("*.json", "*.txt", "*.safetensors")  # a transformers model folder without sub-folders
@@ -32,7 +32,8 @@ MODEL_ALIASES = {
 # Models shipped inside the package (built here, no download; tools/train_tiny_sd.py): they know only the
 # synthetic head and run the real Stable Diffusion path on a CPU. tiny-sd learned fair photos; tiny-sd-web
 # front-biased ones with weak view words (the ESD paper's regime)
-SHIPPED_MODELS = {name: Path(__file__).resolve().parent / "models" / name for name in ("tiny-sd", "tiny-sd-web")}
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+SHIPPED_MODELS = {name: MODELS_DIR / name for name in ("tiny-sd", "tiny-sd-web")}
 WEIGHT_PARTS = ("unet", "vae", "text_encoder")
 HALF_VARIANT = re.compile(r"\.fp16[.-]")  # model.fp16.safetensors, diffusion_pytorch_model.fp16-00001-of-00002...
 

@@ -9,7 +9,7 @@ import sys
 
 import tyro
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def parse(cls, argv: list[str], prog: str, default=None):
@@ -49,10 +49,27 @@ def condense_tyro_error(text: str) -> str:
     return message
 
 
+def renamed_flags(argv: list[str]) -> list[str]:
+    """Flags of renamed config keys (config.RENAMED) under their new names, with a one-line notice each."""
+    from ..config import RENAMED
+
+    flags = {f"--{old.replace('_', '-')}": f"--{new.replace('_', '-')}" for old, new in RENAMED.items()}
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if name in flags:
+            print(f"esd-gs: note: {name} is now {flags[name]}; the old flag works until the next release",
+                  file=sys.stderr)
+            arg = flags[name] + eq + value
+        out.append(arg)
+    return out
+
+
 def parse_train_args(argv: list[str]):
     """`esd-gs train` flags -> TrainConfig: the preset's values first, then the flags."""
-    from .config import TrainConfig, load_preset
+    from ..config import TrainConfig, load_preset
 
+    argv = renamed_flags(argv)
     preset = None
     for i, arg in enumerate(argv):
         if arg == "--preset" and i + 1 < len(argv):
@@ -65,7 +82,7 @@ def parse_train_args(argv: list[str]):
 
 def train_from_args(argv: list[str], quiet: bool = False) -> dict:
     """What `esd-gs train ARGS` does (esd-gs batch runs every job through here); returns the result."""
-    from .train import Trainer
+    from ..run.trainer import Trainer
 
     cfg = parse_train_args(argv)
     if quiet:
