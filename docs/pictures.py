@@ -25,10 +25,10 @@ import torch
 
 from esd_gs.io.media import grid, save_png
 from esd_gs.io.ply import load_splats
-from esd_gs.mesh import MeshConfig, splats_to_mesh
+from esd_gs.io.mesh import MeshConfig, splats_to_mesh
 from esd_gs.render.turntable import render_turntable
 from esd_gs.synthetic.head import head_splats
-from esd_gs.viewer import Viewer
+from esd_gs.commands.viewer import Viewer
 
 OUT = Path(__file__).resolve().parent / "images"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-quic",

@@ -4,10 +4,20 @@ from esd_gs.config import CONFIG_DIR, load_preset, validate
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-def test_every_preset_loads_and_validates(name):
+def test_every_preset_loads_validates_and_sets_what_it_says(name):
+    """Every key a preset file sets arrives in the config, with its value (a misspelt or misplaced key would be
+    refused; a value that never arrives would pass silently)."""
+    import yaml
+
+    from esd_gs.config import flatten, to_dict
+
     cfg = load_preset(name)
     validate(cfg)
     assert cfg.preset == name
+    written = flatten(yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text()))
+    loaded = flatten(to_dict(cfg))
+    assert written and all(loaded[k] == (list(v) if isinstance(v, tuple) else v) for k, v in written.items()), \
+        {k: (v, loaded[k]) for k, v in written.items() if loaded[k] != v}
 
 
 def test_flags_override_preset():

@@ -51,9 +51,26 @@ def test_training_steps_on_cuda_with_tiny_pipeline(tiny_sd, tmp_path):
     cfg.densify.refine_start_iter, cfg.densify.refine_every = 2, 2
     cfg.log.turntable_frames, cfg.log.turntable_resolution, cfg.log.progress = 4, 64, False
     trainer = Trainer(cfg)
-    assert trainer.objective.prior.dtype == torch.bfloat16
+    assert trainer.objective.prior.dtype == torch.bfloat16 and trainer.objective.fused
+    lora0 = [p.detach().clone() for p in trainer.objective.variational.trainable]
     trainer.train()
     logs = [json.loads(line) for line in (tmp_path / "cuda" / "metrics.jsonl").read_text().splitlines()]
     assert len(logs) == 6 and all(torch.isfinite(torch.tensor(m["loss"])) for m in logs)
+    assert any(not torch.equal(a, b) for a, b in zip(lora0, trainer.objective.variational.trainable))
+    assert len({m["loss"] for m in logs}) > 1  # the steps changed something
     assert any("grad2d_q50" in m for m in logs)
     assert len(read_ply(tmp_path / "cuda" / "splats.ply")["means"]) == logs[-1]["n_gaussians"]
+
+
+@pytest.mark.parametrize("lam", [0.5, 1.0])
+def test_fused_step_equals_the_eager_step_on_cuda(tiny_sd, tmp_path, lam):
+    """The default fast path (one UNet call for the prior and the branches) computes the eager path's step on a
+    GPU too: the Gaussians' gradients and the variational update's, fp32, to ~1e-4 of each gradient's norm."""
+    from test_guidance import one_step
+
+    fast, fast_lora, _ = one_step(tiny_sd, tmp_path, lam=lam, device="cuda", dtype="float32")
+    eager, eager_lora, _ = one_step(tiny_sd, tmp_path, lam=lam, eager=True, device="cuda", dtype="float32")
+    for a, b in [*zip(fast.values(), eager.values()), *zip(fast_lora, eager_lora)]:
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert (a - b).norm() <= 1e-4 * b.norm() + 1e-6

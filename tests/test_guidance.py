@@ -37,14 +37,14 @@ def test_prior_loads_through_from_pretrained(prior):
 
 
 def test_prior_is_bit_identical_with_variational_attached(prior):
-    latents, noise, t, cam16 = inputs(prior)
+    latents, noise, t, c2w_flat = inputs(prior)
     x_t = prior.scheduler.add_noise(latents, noise, t)
     before = prior.guided_eps(x_t, t, ["front", "back"], 7.5)
     var = attach(prior)
     with torch.no_grad():  # make the camera embedding and map non-trivial, as after training
         for p in list(var.unet.class_embedding.parameters()) + list(var.unet.conv_in.mlp.parameters()):
             p.add_(0.1 * torch.randn_like(p))
-    assert not torch.equal(var.camera_eps(x_t, t, cam16), var.camera_eps(x_t, t, None))
+    assert not torch.equal(var.camera_eps(x_t, t, c2w_flat), var.camera_eps(x_t, t, None))
     after = prior.guided_eps(x_t, t, ["front", "back"], 7.5)
     assert torch.equal(before, after)
 
@@ -53,21 +53,21 @@ def test_prior_is_bit_identical_with_variational_attached(prior):
 def test_camera_map_starts_at_zero_and_trains(prior, pins):
     """The spatial camera input (an MLP's grid, or grids pinned to directions) leaves the base network
     unchanged until it has learned something."""
-    latents, noise, t, cam16 = inputs(prior)
+    latents, noise, t, c2w_flat = inputs(prior)
     x_t = prior.scheduler.add_noise(latents, noise, t)
     plain = attach(prior, camera_map=False)
-    before, embedding = plain.camera_eps(x_t, t, cam16), plain.unet.class_embedding.state_dict()
+    before, embedding = plain.camera_eps(x_t, t, c2w_flat), plain.unet.class_embedding.state_dict()
     var = UNetVariational(plain.unet, prior.cond[None], prior.scheduler,
                           VariationalConfig(lora_rank=0, camera_map=True, camera_map_grid=4, camera_map_pins=pins,
                                             camera_dropout=0.0))  # a dropped camera would train no map this step
     var.unet.class_embedding.load_state_dict(embedding)
-    assert torch.equal(var.camera_eps(x_t, t, cam16), before)
+    assert torch.equal(var.camera_eps(x_t, t, c2w_flat), before)
     map_params = var.unet.conv_in.pinned if pins else var.unet.conv_in.mlp[-1].weight
     channels = var.unet.conv_in.conv_in.out_channels
     assert map_params.shape == ((pins, channels, 4, 4) if pins else (channels * 4 * 4, 256)) and not map_params.any()
     assert any(p is map_params for p in var.optimizer.param_groups[1]["params"])
-    var.update(latents, cam16, snapshot=None)
-    assert map_params.abs().sum() > 0 and not torch.equal(var.camera_eps(x_t, t, cam16), before)
+    var.update(latents, c2w_flat, snapshot=None)
+    assert map_params.abs().sum() > 0 and not torch.equal(var.camera_eps(x_t, t, c2w_flat), before)
 
 
 def test_pinned_camera_map_weights(prior):
@@ -90,12 +90,12 @@ def test_pinned_camera_map_weights(prior):
     assert torch.allclose(w[0], expected, atol=1e-6) and w[0].argmax() == 3
     assert torch.allclose(w[1, 3], w[1, near], atol=1e-6) and set(w[1].topk(2).indices.tolist()) == {3, near}
     assert torch.allclose(w[:2].sum(-1), torch.ones(2)) and not w[2].any()
-    latents, noise, t, cam16 = inputs(prior)
+    latents, noise, t, c2w_flat = inputs(prior)
     x_t = prior.scheduler.add_noise(latents, noise, t)
-    free, cam = var.camera_eps(x_t, t, None), var.camera_eps(x_t, t, cam16)
+    free, cam = var.camera_eps(x_t, t, None), var.camera_eps(x_t, t, c2w_flat)
     with torch.no_grad():
         conv_in.pinned.normal_()
-    assert torch.equal(var.camera_eps(x_t, t, None), free) and not torch.equal(var.camera_eps(x_t, t, cam16), cam)
+    assert torch.equal(var.camera_eps(x_t, t, None), free) and not torch.equal(var.camera_eps(x_t, t, c2w_flat), cam)
 
 
 @pytest.mark.parametrize("rule,lam", [("sds", 0.0), ("vsd", 0.0), ("esd", 0.0), ("esd", 0.5), ("esd", 1.0)])
@@ -103,18 +103,18 @@ def test_loss_gradient_is_the_rule(prior, rule, lam):
     from esd_gs.guidance.distill import rule_eps_q
 
     var = attach(prior)
-    latents, noise, t, cam16 = inputs(prior)
+    latents, noise, t, c2w_flat = inputs(prior)
     latents.requires_grad_(True)
     x_t = prior.scheduler.add_noise(latents.detach(), noise, t)
     eps_prior = prior.guided_eps(x_t, t, None, 7.5)
-    eps_q = rule_eps_q(rule, lam, noise, var, x_t, t, cam16)
+    eps_q = rule_eps_q(rule, lam, noise, var, x_t, t, c2w_flat)
     w = (1 - prior.scheduler.alphas_cumprod[t]).view(-1, 1, 1, 1)
     distillation_loss(latents, w * (eps_prior - eps_q)).backward()
     # by hand, with separate UNet calls
     if rule == "sds":
         eps_hand = noise
     else:
-        free, cam = var.camera_eps(x_t, t, None), var.camera_eps(x_t, t, cam16)
+        free, cam = var.camera_eps(x_t, t, None), var.camera_eps(x_t, t, c2w_flat)
         lam_eff = 0.0 if rule == "vsd" else lam
         eps_hand = lam_eff * free + (1 - lam_eff) * cam
         assert (free - cam).abs().max() > 0  # the camera really changes the prediction
@@ -125,14 +125,14 @@ def test_loss_gradient_is_the_rule(prior, rule, lam):
 def test_lora_training_lowers_loss_and_keeps_base_weights(prior):
     base = {n: p.detach().clone() for n, p in prior.unet.named_parameters()}
     var = attach(prior, rank=8, lr=5e-3)
-    latents, _, _, cam16 = inputs(prior)
+    latents, _, _, c2w_flat = inputs(prior)
     fixed_t = torch.tensor([300, 600])
 
     def eval_loss():
         g = torch.Generator().manual_seed(5)
         noise = torch.randn(latents.shape, generator=g)
         x_t = prior.scheduler.add_noise(latents, noise, fixed_t)
-        return torch.nn.functional.mse_loss(var.camera_eps(x_t, fixed_t, cam16), noise).item()
+        return torch.nn.functional.mse_loss(var.camera_eps(x_t, fixed_t, c2w_flat), noise).item()
 
     before = eval_loss()
     drops = []
@@ -145,7 +145,7 @@ def test_lora_training_lowers_loss_and_keeps_base_weights(prior):
     var.unet.class_embedding.forward = spy
     torch.manual_seed(0)
     for _ in range(150):
-        var.update(latents, cam16, snapshot=None)
+        var.update(latents, c2w_flat, snapshot=None)
     var.unet.class_embedding.forward = original
     after = eval_loss()
     print(f"LoRA denoising loss {before:.4f} -> {after:.4f}")
@@ -205,7 +205,7 @@ def test_gaussian_example_collapse_and_recovery(method, lam):
         assert r["cov_norm_ratio"] < 0.05, r["cov_norm_ratio"]
 
 
-def assert_trains_against_v(var, latents, cam16):
+def assert_trains_against_v(var, latents, c2w_flat):
     """One denoising step's loss, by hand with the same draws: target v = sqrt(ab) eps - sqrt(1 - ab) x0; and
     the noise prediction is the v output converted, eps = sqrt(ab) v + sqrt(1 - ab) x_t."""
     assert var.scheduler.config.prediction_type == "v_prediction"
@@ -217,13 +217,13 @@ def assert_trains_against_v(var, latents, cam16):
     x_t = var.scheduler.add_noise(latents, noise, t)
     with torch.no_grad():
         pred = var.unet(x_t, t, encoder_hidden_states=var.text.expand(B, -1, -1),
-                        class_labels=var.unet.class_embedding.labels(None if drop else cam16, B)).sample
+                        class_labels=var.unet.class_embedding.labels(None if drop else c2w_flat, B)).sample
     ab = var.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     expected = torch.nn.functional.mse_loss(pred, ab.sqrt() * noise - (1 - ab).sqrt() * latents).item()
     if not drop:
-        assert torch.allclose(var.camera_eps(x_t, t, cam16), ab.sqrt() * pred + (1 - ab).sqrt() * x_t, atol=1e-5)
+        assert torch.allclose(var.camera_eps(x_t, t, c2w_flat), ab.sqrt() * pred + (1 - ab).sqrt() * x_t, atol=1e-5)
     torch.manual_seed(3)
-    assert var.denoising_step(latents, cam16).item() == pytest.approx(expected, rel=1e-5)
+    assert var.denoising_step(latents, c2w_flat).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_separate_v_prediction_base_trains_its_lora_against_v(tiny_sd, tmp_path):
@@ -237,8 +237,8 @@ def test_separate_v_prediction_base_trains_its_lora_against_v(tiny_sd, tmp_path)
     objective = StableDiffusionWorld(cfg, torch.device("cpu")).objective()
     assert objective.prior.scheduler.config.prediction_type == "epsilon"
     assert objective.variational.unet is not objective.prior.unet
-    latents, _, _, cam16 = inputs(objective.prior)
-    assert_trains_against_v(objective.variational, latents, cam16)
+    latents, _, _, c2w_flat = inputs(objective.prior)
+    assert_trains_against_v(objective.variational, latents, c2w_flat)
 
 
 def test_synthetic_network_can_predict_v():
@@ -322,13 +322,13 @@ def test_variational_train_steps_are_one_batched_forward(prior):
     draw per copy), one optimiser step, and that batch's loss, as threestudio batches its LoRA timesteps."""
     var = attach(prior)
     var.cfg.train_steps, var.cfg.camera_dropout = 3, 0.5
-    latents, _, _, cam16 = inputs(prior)
+    latents, _, _, c2w_flat = inputs(prior)
     torch.manual_seed(5)  # the expected loss by hand, with the draws update() will make
     t = torch.randint(0, 1000, (6,))
     noise = torch.randn(6, 4, 8, 8)
     drops = [bool(torch.rand(()) < 0.5) for _ in range(3)]
     emb = var.unet.class_embedding
-    labels = torch.cat([emb.labels(None if d else cam16, 2) for d in drops])
+    labels = torch.cat([emb.labels(None if d else c2w_flat, 2) for d in drops])
     with torch.no_grad():
         pred = var.unet(prior.scheduler.add_noise(latents.repeat(3, 1, 1, 1), noise, t), t,
                         encoder_hidden_states=var.text.expand(6, -1, -1), class_labels=labels).sample
@@ -338,7 +338,7 @@ def test_variational_train_steps_are_one_batched_forward(prior):
     step = var.optimizer.step
     var.optimizer.step = lambda *a, **k: steps.append(1) or step(*a, **k)
     torch.manual_seed(5)
-    loss = var.update(latents, cam16, None)["variational_loss"]
+    loss = var.update(latents, c2w_flat, None)["variational_loss"]
     hook.remove()
     assert calls == [6] and steps == [1]
     assert loss.item() == pytest.approx(expected, rel=1e-5) and True in drops and False in drops
@@ -483,25 +483,28 @@ def test_fused_call_is_the_prior_and_the_branches(prior, lam):
     bit for bit, and its branches give today's two-call eps_q."""
     from esd_gs.guidance.distill import rule_eps_q
     from esd_gs.guidance.fused import fused_eps
-    from esd_gs.guidance.stable_diffusion import adapters_disabled
 
     var = perturbed(prior)
-    latents, noise, t, cam16 = inputs(prior)
+    latents, noise, t, c2w_flat = inputs(prior)
     x_t = prior.scheduler.add_noise(latents, noise, t)
     call = {}
     hook = prior.unet.register_forward_hook(lambda m, a, k, o: call.update(a=a, k=k, out=o.sample.clone()),
                                             with_kwargs=True)
-    eps_prior, eps_q = fused_eps(prior, var, x_t, t, ["front", "back"], 7.5, cam16, lam)
+    eps_prior, eps_q = fused_eps(prior, var, x_t, t, ["front", "back"], 7.5, c2w_flat, lam)
     hook.remove()
     rows = 2 + (lam > 0) + (lam < 1)
     assert len(call["out"]) == rows * len(x_t)
     kwargs = call["k"] | {"class_labels": prior.unet.class_embedding.labels(None, rows * len(x_t), prior_rows=True)}
-    with torch.no_grad(), adapters_disabled(prior.unet):
-        plain = prior.unet(*call["a"], **kwargs).sample
+    prior.unet.disable_adapters()  # peft's own switch: the LoRA off for every row
+    try:
+        with torch.no_grad():
+            plain = prior.unet(*call["a"], **kwargs).sample
+    finally:
+        prior.unet.enable_adapters()
     assert torch.equal(plain[:2 * len(x_t)], call["out"][:2 * len(x_t)])
     assert not torch.allclose(plain[2 * len(x_t):], call["out"][2 * len(x_t):], atol=1e-3)  # the LoRA rows differ
     torch.testing.assert_close(eps_prior, prior.guided_eps(x_t, t, ["front", "back"], 7.5), rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(eps_q, rule_eps_q("esd", lam, noise, var, x_t, t, cam16), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(eps_q, rule_eps_q("esd", lam, noise, var, x_t, t, c2w_flat), rtol=1e-5, atol=1e-5)
 
 
 def one_step(tiny_sd, tmp_path, **overrides):

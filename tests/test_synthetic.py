@@ -94,7 +94,7 @@ def test_camera_gap_by_hand():
     """gap(t) = |eps_cam - eps_free| / |eps_prior - eps_cam|: 0 for an estimator that ignores the camera,
     the Dirac's own value computed by hand for the exact estimator; so are its branches' distances to the
     Dirac."""
-    from esd_gs.synthetic.camera_gap import branch_norms, camera_gaps, dirac_distances
+    from esd_gs.synthetic.camera_gap import branch_norms, dirac_distances, gaps_from_norms
     from esd_gs.synthetic.prior import SyntheticPrior, ideal_eps
     from esd_gs.synthetic.variational import ExactVariational
 
@@ -102,23 +102,24 @@ def test_camera_gap_by_hand():
     prior = SyntheticPrior(cfg)
     g = torch.Generator().manual_seed(0)
     latents = prior.images[:4] + 0.1 * torch.randn(4, 3, 32, 32, generator=g)
-    cam16 = prior.photo_cameras()[:4].camera_embedding_input()
+    c2w_flat = prior.photo_cameras()[:4].camera_embedding_input()
     noise = torch.randn(1, 4, 3, 32, 32, generator=g)
 
     class CameraBlind:
-        def eps_branches(self, x_t, t, cam16, noise, lam):
+        def eps_branches(self, x_t, t, c2w_flat, noise, lam):
             e = x_t * 0.5
             return e, e
 
-    assert camera_gaps(prior, CameraBlind(), latents, cam16, noise, (500,)) == {"500": 0.0}
+    gaps = lambda var, t: gaps_from_norms(branch_norms(prior, var, latents, c2w_flat, noise, (t,)))  # noqa: E731
+    assert gaps(CameraBlind(), 500) == {"500": 0.0}
     exact = ExactVariational(cfg, prior.scheduler)
-    exact.update(latents, cam16, lambda cams: prior.images[10:18])
+    exact.update(latents, c2w_flat, lambda cams: prior.images[10:18])
     t = torch.full((4,), 300)
     x_t = prior.scheduler.add_noise(latents, noise[0], t)
     free = ideal_eps(x_t, t, prior.images[10:18], torch.zeros(8), prior.scheduler)
     by_hand = float((noise[0] - free).norm() / (prior.guided_eps(x_t, t, None, 1.0) - noise[0]).norm())
-    assert camera_gaps(prior, exact, latents, cam16, noise, (300,))["300"] == pytest.approx(by_hand, rel=1e-5)
-    to_dirac = dirac_distances(branch_norms(prior, exact, latents, cam16, noise, (300,)))["300"]
+    assert gaps(exact, 300)["300"] == pytest.approx(by_hand, rel=1e-5)
+    to_dirac = dirac_distances(branch_norms(prior, exact, latents, c2w_flat, noise, (300,)))["300"]
     assert to_dirac["camera"] == 0.0
     assert to_dirac["free"] == pytest.approx(by_hand, rel=1e-5)  # |free - noise| / |prior - noise| here
 

@@ -239,11 +239,19 @@ def test_bench_commands_print_json():
         set(step["components_ms"])
     assert step["it_s"] > 0 and sum(step["components_ms"].values()) <= step["step_ms_timed_components"] * 1.05
 
-    r = cli("bench", "step", "--full-size", "--channel-scale", "0.25", "--resolution", "64", "--steps", "1",
-                "--warmup", "1", "--json")
-    assert r.returncode == 0, r.stderr
-    full = json.loads(r.stdout)
-    assert full["tflop_per_step"] > 0 and full["floor_ratio"] > 1 and full["resolution"] == 64
+    counts = {}
+    for eager in ([], ["--eager"]):
+        r = cli("bench", "step", "--full-size", "--channel-scale", "0.25", "--resolution", "64", "--steps", "1",
+                "--warmup", "1", "--count-ops", *eager, "--json")
+        assert r.returncode == 0, r.stderr
+        full = json.loads(r.stdout)
+        assert full["tflop_per_step"] > 0 and full["floor_ratio"] > 1 and full["resolution"] == 64
+        assert sum(full["operations_by_component"].values()) == full["operations"]
+        counts[bool(eager)] = full["operations_by_component"]
+    # one UNet call for the prior and the branches instead of two: fewer operations, the same training step
+    assert "prior_and_variational" in counts[False] and {"prior", "variational"} <= set(counts[True])
+    assert counts[False]["prior_and_variational"] < counts[True]["prior"] + counts[True]["variational"]
+    assert counts[False]["variational_training"] == counts[True]["variational_training"]
     assert_clean_error(cli("bench", "nope"), "usage: esd-gs bench")
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from esd_gs.commands.bench import char_tokenizer
+from esd_gs.guidance.stable_diffusion import sd_scheduler
 
 
 TEXT_CONFIG = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=100,
@@ -16,7 +17,7 @@ def build_tiny_sd(folder: Path, prediction_type: str = "epsilon", half_only: boo
                   safetensors: bool = True) -> Path:
     """half_only: fp16 weights saved as the `fp16` variant alone (the usual half-precision download);
     safetensors False: .bin files only."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
@@ -38,8 +39,7 @@ def build_tiny_sd(folder: Path, prediction_type: str = "epsilon", half_only: boo
         (folder / "text_encoder" / "model.safetensors").unlink()
         torch.save(text_encoder.state_dict(), folder / "text_encoder" / "pytorch_model.bin")
     char_tokenizer(folder / "tokenizer", 16).save_pretrained(folder / "tokenizer")
-    DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                  prediction_type=prediction_type).save_pretrained(folder / "scheduler")
+    sd_scheduler(prediction_type).save_pretrained(folder / "scheduler")
     return folder
 
 

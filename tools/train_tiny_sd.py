@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from esd_gs.commands.bench import char_tokenizer
 from esd_gs.core.cameras import view_direction
-from esd_gs.guidance.stable_diffusion import VIEW_SUFFIX
+from esd_gs.guidance.stable_diffusion import SD_SCHEDULE, VIEW_SUFFIX
 from esd_gs.io.media import grid, save_png
 from esd_gs.synthetic.config import SyntheticConfig
 from esd_gs.synthetic.janus import BINS
@@ -197,9 +197,8 @@ def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet):
     SD's config: betas, epsilon prediction, no sample clipping), fp32 safetensors, no safety checker."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
-    scheduler = PNDMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                              beta_schedule="scaled_linear", prediction_type="epsilon", set_alpha_to_one=False,
-                              skip_prk_steps=True, steps_offset=1)
+    scheduler = PNDMScheduler(**SD_SCHEDULE, prediction_type="epsilon", set_alpha_to_one=False, skip_prk_steps=True,
+                              steps_offset=1)
     # SD 2.1-base's config says clip_sample false; without the key, DDIM loaded from it clips the
     # unit-variance latents to [-1, 1] and samples blobs
     scheduler.register_to_config(clip_sample=False)

@@ -26,7 +26,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..core.cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, VIEW_ELEVATION_DEG, make_cameras
-from ..core.gaussians import rgb_to_sh0, splats_from_tensors
+from ..core.gaussians import points_in_ball, rgb_to_sh0, splats_from_tensors
 from ..errors import UserError
 
 HOPPER_BF16_TFLOPS = 800.0  # dense bf16 peak of an H100/H200 (an H200 measured 769-798 here): the floor
@@ -89,9 +89,8 @@ def device_name(device: torch.device) -> str:
 def random_blob(n: int, seed: int = 0, device="cpu"):
     """n Gaussians filling a ball of radius 0.5, sizes 0.01-0.04, random colours and orientations."""
     g = torch.Generator().manual_seed(seed)
-    direction = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
     return splats_from_tensors({
-        "means": direction * 0.5 * torch.rand(n, 1, generator=g) ** (1 / 3),
+        "means": points_in_ball(n, 0.5, g),
         "scales": torch.log(0.01 + 0.03 * torch.rand(n, 3, generator=g)),
         "quats": torch.randn(n, 4, generator=g),
         "opacities": torch.logit(0.2 + 0.7 * torch.rand(n, generator=g)),
@@ -197,9 +196,10 @@ def save_random_sd21(folder: Path, dtype: torch.dtype = torch.float16, variant: 
     so loading, memory and FLOPs are the real model's; a 2-layer text encoder of SD 2.1's width and a
     character tokenizer, which only embed the prompts once). `variant` "fp16" saves `*.fp16.safetensors`
     only, the usual half-precision download. `device`: where the weights are drawn (a GPU draws 1B in a blink)."""
-    from diffusers import DDPMScheduler
     from diffusers.utils import logging
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    from ..guidance.stable_diffusion import sd_scheduler
 
     logging.set_verbosity_error()
     folder = Path(folder)
@@ -213,9 +213,7 @@ def save_random_sd21(folder: Path, dtype: torch.dtype = torch.float16, variant: 
                                  eos_token_id=1, pad_token_id=1, hidden_act="gelu", projection_dim=512)
                   ).to(dtype).save_pretrained(folder / "text_encoder", variant=variant)
     char_tokenizer(folder / "tokenizer", 77).save_pretrained(folder / "tokenizer")
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                              beta_schedule="scaled_linear", prediction_type="epsilon")
-    scheduler.save_pretrained(folder / "scheduler")
+    sd_scheduler().save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps({
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
         "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],

@@ -19,6 +19,7 @@ from .device import upload
 ORBIT_RADIUS = 1.8
 ORBIT_FOVY_DEG = 50.0
 VIEW_ELEVATION_DEG = 15.0
+OVERHEAD_DEG = 60.0  # cameras above this elevation get the "overhead view" prompt (threestudio's rule)
 
 
 @dataclass
@@ -129,7 +130,7 @@ def turntable(n_frames: int, resolution: int, elevation_deg: float = VIEW_ELEVAT
 
 
 def view_direction(azimuth_deg: Tensor, elevation_deg: Tensor, front_deg: float = 45.0,
-                   back_deg: float = 45.0, overhead_deg: float = 60.0) -> list[str]:
+                   back_deg: float = 45.0, overhead_deg: float = OVERHEAD_DEG) -> list[str]:
     """threestudio's view-dependent prompt rule: 'front' | 'side' | 'back' | 'overhead' per camera."""
     names = []
     for az, el in zip(azimuth_deg.tolist(), elevation_deg.tolist()):

@@ -61,14 +61,19 @@ def splats_from_tensors(tensors: dict[str, Tensor], device: torch.device | str =
     )
 
 
+def points_in_ball(n: int, radius: float, generator: torch.Generator) -> Tensor:
+    """n points [n,3] uniformly inside a ball about the origin."""
+    direction = torch.nn.functional.normalize(torch.randn(n, 3, generator=generator), dim=-1)
+    return direction * (radius * torch.rand(n, 1, generator=generator) ** (1 / 3))
+
+
 def init_sphere(cfg: GaussianConfig, generator: torch.Generator, device="cpu") -> torch.nn.ParameterDict:
     """Random points uniformly inside a sphere with random colours (as text-to-3D GS pipelines do)."""
     n = cfg.num_points
-    direction = torch.nn.functional.normalize(torch.randn(n, 3, generator=generator), dim=-1)
-    radius = cfg.init_radius * torch.rand(n, 1, generator=generator) ** (1 / 3)
+    means = points_in_ball(n, cfg.init_radius, generator)
     rgb = torch.rand(n, 3, generator=generator)
     tensors = {
-        "means": direction * radius,
+        "means": means,
         "scales": torch.full((n, 3), math.log(cfg.init_scale)),
         "quats": torch.nn.functional.normalize(torch.randn(n, 4, generator=generator), dim=-1),
         "opacities": torch.full((n,), math.log(cfg.init_opacity / (1 - cfg.init_opacity))),

@@ -68,12 +68,12 @@ def timestep_bounds(step: int, stage2_step: int, cfg: PriorConfig) -> tuple[floa
 
 
 def rule_eps_q(rule: Rule, lam: float, noise: Tensor, variational: Variational | None, x_t: Tensor, t: Tensor,
-              cam16: Tensor) -> Tensor:
+              c2w_flat: Tensor) -> Tensor:
     """The rule's eps_q: the injected noise (SDS), or lam * eps(no camera) + (1 - lam) * eps(camera)."""
     if rule == "sds":
         return noise
     lam = 0.0 if rule == "vsd" else lam
-    return mix_branches(lam, *variational.eps_branches(x_t, t, cam16, noise, lam))
+    return mix_branches(lam, *variational.eps_branches(x_t, t, c2w_flat, noise, lam))
 
 
 def distillation_loss(latents: Tensor, grad: Tensor) -> Tensor:
@@ -84,7 +84,7 @@ def distillation_loss(latents: Tensor, grad: Tensor) -> Tensor:
 
 
 def distillation_grad(prior: Prior, variational: Variational | None, rule: Rule, lam: float, latents: Tensor,
-                      t: Tensor, noise: Tensor, cam16: Tensor, prompts: list[str] | PerpNegPrompts | None,
+                      t: Tensor, noise: Tensor, c2w_flat: Tensor, prompts: list[str] | PerpNegPrompts | None,
                       scale: float, timer: SectionTimer | None = None, fused: bool = False) -> Tensor:
     """w(t) (eps_prior_cfg(x_t) - eps_q) for latents noised to t with `noise` (no autograd). `prompts`: None
     (the plain prompt), a view direction per row, or Perp-Neg's conditionings. fused: one UNet call for the
@@ -94,7 +94,7 @@ def distillation_grad(prior: Prior, variational: Variational | None, rule: Rule,
     w = 1 - alphabar(prior.scheduler, t, latents)
     if fused and rule != "sds" and not isinstance(prompts, PerpNegPrompts) and fusable(prior, variational):
         with timer("prior_and_variational"):
-            eps_prior, eps_q = fused_eps(prior, variational, x_t, t, prompts, scale, cam16, 0.0 if rule == "vsd" else lam)
+            eps_prior, eps_q = fused_eps(prior, variational, x_t, t, prompts, scale, c2w_flat, 0.0 if rule == "vsd" else lam)
         return w * (eps_prior - eps_q)
     with timer("prior"):
         if isinstance(prompts, PerpNegPrompts):
@@ -102,7 +102,7 @@ def distillation_grad(prior: Prior, variational: Variational | None, rule: Rule,
         else:
             eps_prior = prior.guided_eps(x_t, t, prompts, scale)
     with timer("variational"):
-        eps_q = rule_eps_q(rule, lam, noise, variational, x_t, t, cam16)
+        eps_q = rule_eps_q(rule, lam, noise, variational, x_t, t, c2w_flat)
     return w * (eps_prior - eps_q)
 
 
@@ -142,9 +142,9 @@ class DistillationObjective:
         lo, hi = timestep_bounds(step, self.stage2_step, self.cfg)
         t = torch.randint(int(lo * T), int(hi * T) + 1, (B,), device=latents.device)
         noise = torch.randn_like(latents)
-        cam16 = views.cameras.to(latents.device).camera_embedding_input()  # uploaded once a step
+        c2w_flat = views.cameras.to(latents.device).camera_embedding_input()  # uploaded once a step
         lam = self.lam if self.lam_final is None or step < self.stage2_step else self.lam_final
-        grad = distillation_grad(prior, self.variational, self.rule, lam, latents, t, noise, cam16,
+        grad = distillation_grad(prior, self.variational, self.rule, lam, latents, t, noise, c2w_flat,
                                  self.prompts(views.cameras), self.scale, self.timer, self.fused)
         clip = clip_threshold(step, self.total_steps, self.cfg)
         if clip is not None:
@@ -161,9 +161,9 @@ class DistillationObjective:
             bg = {"white": 1.0, "black": 0.0}.get(self.background, 0.5)
             return self.prior.encode(render_frames(splats, cams, (bg,) * 3, depth=False)[0])
 
-        cam16 = views.cameras.to(step_loss.latents.device).camera_embedding_input()
+        c2w_flat = views.cameras.to(step_loss.latents.device).camera_embedding_input()
         with self.timer("variational_training"):
-            return self.variational.update(step_loss.latents, cam16, snapshot)
+            return self.variational.update(step_loss.latents, c2w_flat, snapshot)
 
     def state_dict(self) -> dict:
         return {} if self.variational is None else self.variational.trainable_state()

@@ -7,7 +7,7 @@ them (on a GPU every UNet call is hundreds of kernel launches, and the launches 
 DESIGN.md section 7):
 
     rows      text               camera term            weights
-    prior     negative, prompt   none (mask 0)          base only (LoRA gated off: RowGate)
+    prior     negative, prompt   none (mask 0)          base only (the mask gates the LoRA off)
     branches  prompt             zero camera, camera    base + LoRA
 
 The prior's rows are computed exactly as the plain UNet computes them in a batch of the same rows, and the
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .prior import eps_from_prediction
-from .variational import UNetVariational, mix_branches, split_branches
+from .variational import UNetVariational, camera_rows, mix_branches, split_branches
 
 
 def fusable(prior, variational) -> bool:
@@ -31,16 +31,16 @@ def fusable(prior, variational) -> bool:
 
 @torch.no_grad()
 def fused_eps(prior, variational: UNetVariational, x_t: Tensor, t: Tensor, directions: list[str] | None,
-              scale: float, cam16: Tensor, lam: float) -> tuple[Tensor, Tensor]:
+              scale: float, c2w_flat: Tensor, lam: float) -> tuple[Tensor, Tensor]:
     """(eps_prior_cfg, eps_q) for x_t [B,...] at t, from one UNet call; directions: a view per row or None."""
     B = len(x_t)
-    branches = variational.branch_labels(cam16, B, lam)
+    branches = variational.branch_labels(c2w_flat, B, lam)
     rows = 2 + len(branches)
     text = torch.cat([prior.text_rows(["uncond"] * B + (directions or [None] * B)),
                       variational.text.to(prior.dtype).expand(B * len(branches), -1, -1)])
     labels = torch.cat([variational.unet.class_embedding.labels(None, 2 * B, prior_rows=True), *branches])
     x, tt = x_t.repeat(rows, 1, 1, 1), t.repeat(rows)
-    with variational.lora_rows(labels[:, 16]):  # the camera mask: 0 on the prior's rows, 1 on the branches'
+    with camera_rows(prior.unet, labels):
         pred = prior.unet(x.to(prior.dtype), tt, encoder_hidden_states=text, class_labels=labels).sample
     eps = eps_from_prediction(pred, x, tt, prior.scheduler).chunk(rows)
     eps_uncond, eps_cond = eps[:2]

@@ -68,13 +68,13 @@ class GaussianVariational:
         self.mu, self.L, self.scheduler = mu, L, scheduler
 
     @torch.no_grad()
-    def eps_branches(self, x_t, t, cam16, noise, lam):
+    def eps_branches(self, x_t, t, c2w_flat, noise, lam):
         free, camera = branches_needed(lam)
         eps_free = gaussian_eps(x_t, t, self.mu.detach(), self.L.detach() @ self.L.detach().T, self.scheduler) \
             if free else None
         return eps_free, (noise if camera else None)
 
-    def update(self, latents, cam16, snapshot) -> dict:
+    def update(self, latents, c2w_flat, snapshot) -> dict:
         return {}  # exact: q's parameters are read directly
 
 
@@ -112,7 +112,6 @@ def fit_gaussian(cfg: GaussianExampleConfig, record_every: int = 0) -> dict:
     optimizer = torch.optim.AdamW([mu_q, L_q], lr=cfg.lr, weight_decay=0.0)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_with_warmup(s, cfg.warmup_steps, int(1.5 * cfg.steps)))
-    rule = "esd" if cfg.method == "esd" else cfg.method
     path = []
     for step in range(cfg.steps + 1):
         c = torch.randn(cfg.batch_size, d, generator=g)  # the cameras
@@ -120,7 +119,7 @@ def fit_gaussian(cfg: GaussianExampleConfig, record_every: int = 0) -> dict:
         latents = prior.encode(x)
         t = torch.randint(20, 981, (cfg.batch_size,), generator=g)
         noise = torch.randn(cfg.batch_size, d, generator=g)
-        grad = distillation_grad(prior, variational, rule, cfg.lam, latents, t, noise, c, None, 1.0)
+        grad = distillation_grad(prior, variational, cfg.method, cfg.lam, latents, t, noise, c, None, 1.0)
         optimizer.zero_grad()
         distillation_loss(latents, grad).backward()
         optimizer.step()

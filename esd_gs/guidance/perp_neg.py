@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..core.cameras import wrap_deg
+from ..core.cameras import OVERHEAD_DEG, wrap_deg
 
 CONDITIONS = ("uncond", None, "front", "side", "back", "overhead")
 """What a prior can be conditioned on: the negative prompt, the plain prompt, and the view prompts."""
@@ -29,7 +29,6 @@ F_SB = (1.0, 0.5, -0.606)
 F_FSB = (1.0, 0.5, 0.967)
 F_FS = (4.0, 0.5, -2.426)
 F_SF = (4.0, 0.5, -2.426)
-OVERHEAD_DEG = 60.0
 
 
 def one_hot(names: list) -> Tensor:

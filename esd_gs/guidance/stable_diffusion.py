@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import Tensor
 
 from ..errors import UserError
 from .perp_neg import CONDITIONS, one_hot
 from .prior import eps_from_prediction, to_model_images
+from .variational import camera_rows
 from .weights import WEIGHT_PARTS, resolve_model, weight_format
 
 DEFAULT_MODEL = "sd21-base"  # an alias: the ids weights.MODEL_ALIASES lists for SD 2.1-base
@@ -18,12 +17,15 @@ VIEW_SUFFIX = {"front": ", front view", "side": ", side view", "back": ", back v
 MODEL_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
-def sd_scheduler():
-    """Stable Diffusion's DDPM schedule (1000 steps, scaled-linear betas 0.00085..0.012, epsilon)."""
+SD_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+"""Stable Diffusion's noise schedule (1.x and 2.x alike); the scheduler configs of its folders say the same."""
+
+
+def sd_scheduler(prediction_type: str = "epsilon"):
+    """Stable Diffusion's DDPM scheduler (SD_SCHEDULE, epsilon prediction unless told otherwise)."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                         beta_schedule="scaled_linear", prediction_type="epsilon")
+    return DDPMScheduler(**SD_SCHEDULE, prediction_type=prediction_type)
 
 
 def load_scheduler(model: str):
@@ -31,19 +33,6 @@ def load_scheduler(model: str):
     from diffusers import DDPMScheduler
 
     return DDPMScheduler.from_pretrained(resolve_model(model, ("scheduler",)), subfolder="scheduler")
-
-
-@contextlib.contextmanager
-def adapters_disabled(unet):
-    """Runs the shared UNet as the plain prior even when a LoRA adapter is attached to it."""
-    has_adapters = getattr(unet, "_hf_peft_config_loaded", False)
-    if has_adapters:
-        unet.disable_adapters()
-    try:
-        yield
-    finally:
-        if has_adapters:
-            unet.enable_adapters()
 
 
 class StableDiffusionPrior:
@@ -112,11 +101,13 @@ class StableDiffusionPrior:
     @torch.no_grad()
     def eps_for(self, x_t: Tensor, t: Tensor, conds: Tensor) -> Tensor:
         """The plain prior's noise prediction (float32) for each row's conditioning, in one UNet call."""
-        extra = {}
-        if self.unet.class_embedding is not None:  # a variational net attached its camera embedding
-            extra["class_labels"] = self.unet.class_embedding.labels(None, len(x_t), prior_rows=True)
-        with adapters_disabled(self.unet):
-            pred = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=self.embeddings(conds), **extra).sample
+        if self.unet.class_embedding is None:
+            pred = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=self.embeddings(conds)).sample
+        else:  # a variational net attached its camera embedding (and LoRA): these rows are the plain prior's
+            labels = self.unet.class_embedding.labels(None, len(x_t), prior_rows=True)
+            with camera_rows(self.unet, labels):
+                pred = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=self.embeddings(conds),
+                                 class_labels=labels).sample
         return eps_from_prediction(pred, x_t, t, self.scheduler)
 
     def guided_eps(self, x_t: Tensor, t: Tensor, directions: list[str] | None, scale: float) -> Tensor:

@@ -55,12 +55,12 @@ def split_branches(eps: tuple[Tensor, ...] | list[Tensor], lam: float) -> tuple[
 
 
 class Variational(Protocol):
-    def eps_branches(self, x_t: Tensor, t: Tensor, cam16: Tensor, noise: Tensor,
+    def eps_branches(self, x_t: Tensor, t: Tensor, c2w_flat: Tensor, noise: Tensor,
                      lam: float) -> tuple[Tensor | None, Tensor | None]:
-        """(camera-free eps, camera-conditioned eps) for x_t at t; cam16 [B,16] are the render cameras and
+        """(camera-free eps, camera-conditioned eps) for x_t at t; c2w_flat [B,16] are the render cameras and
         noise the noise injected into x_t. A branch that `lam` gives no weight may be None."""
 
-    def update(self, latents: Tensor, cam16: Tensor, snapshot: Snapshot) -> dict[str, float]:
+    def update(self, latents: Tensor, c2w_flat: Tensor, snapshot: Snapshot) -> dict[str, float]:
         """Learns from this step's renders (detached latents [B,C,h,w] and their cameras); returns logs."""
 
     def trainable_state(self) -> dict:
@@ -105,8 +105,8 @@ class VariationalConfig:
 class CameraEmbedding(nn.Module):
     """class_labels [B,17] = (c2w flattened [16], mask [1]) -> mask * MLP(features(c2w)).
 
-    It keeps the labels of the current UNet call for `CameraConvIn` (diffusers computes the class
-    embedding before conv_in)."""
+    A row's mask says whether it is a variational row (1) or the plain prior's (0): mask 0 gives no camera term
+    here, in CameraConvIn, nor (camera_rows) any LoRA."""
 
     def __init__(self, out_dim: int, frequencies: int = 0):
         super().__init__()
@@ -114,7 +114,9 @@ class CameraEmbedding(nn.Module):
                              persistent=False)
         self.in_dim = 16 * (1 + 2 * frequencies)
         self.mlp = nn.Sequential(nn.Linear(self.in_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
-        self.current: Tensor | None = None
+        self.call_labels: Tensor | None = None
+        """The class labels of the UNet call under way (CameraConvIn reads them: diffusers computes the class
+        embedding before conv_in)."""
 
     def features(self, class_labels: Tensor) -> tuple[Tensor, Tensor]:
         """(camera features [B,in_dim], mask [B,1]) in the MLP's dtype."""
@@ -124,14 +126,14 @@ class CameraEmbedding(nn.Module):
         return torch.cat([cam, angles.sin(), angles.cos()], dim=-1).to(dtype), mask.to(dtype)
 
     def forward(self, class_labels: Tensor) -> Tensor:
-        self.current = class_labels
+        self.call_labels = class_labels
         features, mask = self.features(class_labels)
         return self.mlp(features) * mask
 
-    def labels(self, cam16: Tensor | None, batch: int, prior_rows: bool = False) -> Tensor:
-        """cam16 None means the all-zero camera; prior_rows gives mask 0 (no camera term at all)."""
+    def labels(self, c2w_flat: Tensor | None, batch: int, prior_rows: bool = False) -> Tensor:
+        """c2w_flat None means the all-zero camera; prior_rows gives mask 0 (no camera term at all)."""
         device = self.mlp[0].weight.device
-        cam = torch.zeros(batch, 16, device=device) if cam16 is None else cam16.to(device, torch.float32)
+        cam = torch.zeros(batch, 16, device=device) if c2w_flat is None else c2w_flat.to(device, torch.float32)
         mask = torch.full((batch, 1), 0.0 if prior_rows else 1.0, device=device)
         return torch.cat([cam, mask], dim=-1)
 
@@ -183,11 +185,26 @@ class CameraConvIn(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv_in(x)
-        labels = self.embedding[0].current
-        if labels is None or len(labels) != len(x):
+        labels = self.embedding[0].call_labels
+        if labels is None:
             return out
         grid = self.camera_grid(labels) * labels[:, 16:, None, None].to(out.dtype)
         return out + F.interpolate(grid, size=out.shape[-2:], mode="bilinear", align_corners=False).to(out.dtype)
+
+
+@contextlib.contextmanager
+def camera_rows(unet, labels: Tensor):
+    """Within: the UNet runs its LoRA (if it carries one) only on the rows whose camera mask in `labels` [R,17] is
+    1; rows of mask 0 are the plain prior's, bit for bit (no camera term, no LoRA): one mechanism for both."""
+    gate = getattr(unet, "lora_row_gate", None)
+    if gate is None:
+        yield
+        return
+    gate.value = labels[:, 16]
+    try:
+        yield
+    finally:
+        gate.value = None
 
 
 class RowGate(nn.Module):
@@ -243,24 +260,14 @@ class UNetVariational(nn.Module):
                                            lr=cfg.lr, betas=(0.9, 0.99), fused=True)
 
     def _gate_lora_layers(self, unet) -> None:
-        """Lets one UNet call run the LoRA on some rows and only the base weights on others (`lora_rows`): each
+        """Lets one UNet call run the LoRA on some rows and only the base weights on others (camera_rows): each
         LoRA layer's dropout slot (an identity here) gets a RowGate. peft's own mixed-batch inference
         (`adapter_names`) indexes every layer's rows with a Python list, which on CUDA is an upload and a wait
         per layer, 128 of them a call on SD 2.1; the gate is one multiplication."""
-        self._gate = RowGate.Shared()
+        unet.lora_row_gate = RowGate.Shared()
         for module in unet.modules():
             if hasattr(module, "lora_dropout") and ADAPTER in module.lora_dropout:
-                module.lora_dropout[ADAPTER] = RowGate(module.lora_dropout[ADAPTER], self._gate)
-
-    @contextlib.contextmanager
-    def lora_rows(self, gate: Tensor):
-        """Within: the UNet adds the LoRA's output to the rows where gate [R] is 1 and nothing (exactly) where
-        it is 0; the camera term is the class labels' mask's business."""
-        self._gate.value = gate
-        try:
-            yield
-        finally:
-            self._gate.value = None
+                module.lora_dropout[ADAPTER] = RowGate(module.lora_dropout[ADAPTER], unet.lora_row_gate)
 
     def _eps(self, x_t: Tensor, t: Tensor, class_labels: Tensor) -> Tensor:
         text = self.text.expand(len(x_t), -1, -1).to(self.dtype)
@@ -268,39 +275,39 @@ class UNetVariational(nn.Module):
         return eps_from_prediction(pred, x_t, t, self.scheduler)
 
     @torch.no_grad()
-    def camera_eps(self, x_t: Tensor, t: Tensor, cam16: Tensor | None) -> Tensor:
-        """eps_lora(x_t, t, camera); cam16 None = the camera-free branch."""
-        return self._eps(x_t, t, self.unet.class_embedding.labels(cam16, len(x_t)))
+    def camera_eps(self, x_t: Tensor, t: Tensor, c2w_flat: Tensor | None) -> Tensor:
+        """eps_lora(x_t, t, camera); c2w_flat None = the camera-free branch."""
+        return self._eps(x_t, t, self.unet.class_embedding.labels(c2w_flat, len(x_t)))
 
     @torch.no_grad()
-    def eps_branches(self, x_t: Tensor, t: Tensor, cam16: Tensor, noise: Tensor,
+    def eps_branches(self, x_t: Tensor, t: Tensor, c2w_flat: Tensor, noise: Tensor,
                      lam: float) -> tuple[Tensor | None, Tensor | None]:
         """Only the branches lam weighs, in one batched UNet call."""
-        labels = self.branch_labels(cam16, len(x_t), lam)
+        labels = self.branch_labels(c2w_flat, len(x_t), lam)
         eps = self._eps(x_t.repeat(len(labels), 1, 1, 1), t.repeat(len(labels)), torch.cat(labels))
         return split_branches(eps.chunk(len(labels)), lam)
 
-    def branch_labels(self, cam16: Tensor, batch: int, lam: float) -> list[Tensor]:
+    def branch_labels(self, c2w_flat: Tensor, batch: int, lam: float) -> list[Tensor]:
         """Class labels of the branches lam weighs, camera-free first: [batch,17] each."""
         emb = self.unet.class_embedding
-        return [emb.labels(cam, batch) for cam, needed in zip((None, cam16), branches_needed(lam)) if needed]
+        return [emb.labels(cam, batch) for cam, needed in zip((None, c2w_flat), branches_needed(lam)) if needed]
 
-    def update(self, latents: Tensor, cam16: Tensor, snapshot: Snapshot) -> dict[str, Tensor]:
+    def update(self, latents: Tensor, c2w_flat: Tensor, snapshot: Snapshot) -> dict[str, Tensor]:
         """One optimiser step of the denoising loss on the detached latents at `train_steps` timesteps each;
         returns the loss (a 0-d tensor, not read here: reading it would wait for the device)."""
-        return {"variational_loss": self.denoising_step(latents.detach().float(), cam16, self.cfg.train_steps)}
+        return {"variational_loss": self.denoising_step(latents.detach().float(), c2w_flat, self.cfg.train_steps)}
 
-    def denoising_step(self, latents: Tensor, cam16: Tensor, repeats: int = 1) -> Tensor:
+    def denoising_step(self, latents: Tensor, c2w_flat: Tensor, repeats: int = 1) -> Tensor:
         """The standard denoising loss at uniform t on `repeats` copies of the batch (fresh t and noise each,
         one batched forward), each copy's camera dropped with some probability; one optimiser step."""
         B = len(latents)
         if repeats > 1:  # (a copy is contiguous: randn_like draws then land elsewhere than on a strided view)
-            latents, cam16 = latents.repeat(repeats, 1, 1, 1), cam16.repeat(repeats, 1)
+            latents, c2w_flat = latents.repeat(repeats, 1, 1, 1), c2w_flat.repeat(repeats, 1)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (B * repeats,), device=latents.device)
         noise = torch.randn_like(latents)
         x_t = self.scheduler.add_noise(latents, noise, t)
         emb = self.unet.class_embedding
-        labels = torch.cat([emb.labels(None if torch.rand(()) < self.cfg.camera_dropout else cam16[k * B:(k + 1) * B],
+        labels = torch.cat([emb.labels(None if torch.rand(()) < self.cfg.camera_dropout else c2w_flat[k * B:(k + 1) * B],
                                        B) for k in range(repeats)])
         text = self.text.expand(B * repeats, -1, -1).to(self.dtype)
         pred = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=text, class_labels=labels).sample

@@ -23,7 +23,7 @@ class RunLock:
     def __init__(self, run_dir: Path, wait: bool = False):
         """wait: block until the holder ends (a batch worker waits for another batch's worker on the same run);
         else a held lock is a one-line UserError naming the holder."""
-        self.key = str(Path(run_dir).resolve())
+        self.key, self.released = str(Path(run_dir).resolve()), False
         if self.key in _held:
             _held[self.key][1] += 1
             return
@@ -43,9 +43,11 @@ class RunLock:
         _held[self.key] = [f, 1]
 
     def release(self) -> None:
+        """Drops this holder's share of the lock (once: a second call does nothing)."""
         entry = _held.get(self.key)
-        if entry is None:
+        if entry is None or self.released:
             return
+        self.released = True
         entry[1] -= 1
         if entry[1] == 0:
             del _held[self.key]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import signal
+import weakref
 
 import torch
 import yaml
@@ -22,7 +23,7 @@ from ..io.atomic import clean_stale_temps, write_text
 from ..io.checkpoint import checkpoint_paths, latest_checkpoint, step_of
 from ..io.ply import read_ply
 from ..render import render
-from ..worlds import World, make_world
+from ..worlds import PriorWorld, make_world
 from . import outputs
 from .checkpoints import Checkpointer, capture, restore, skip_nonfinite_step
 from .metrics_log import MetricsLog
@@ -31,13 +32,14 @@ from .stop import stop_requests
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, world: World | None = None):
+    def __init__(self, cfg: TrainConfig, world: PriorWorld | None = None):
         """world: a ready-made one (benchmarks); default: the configured world. The run folder is locked from
         here until train() ends or close() (`with Trainer(cfg) as t:` for code that drives train_step)."""
         cfg = copy.deepcopy(cfg)
         validate(cfg)
         self.cfg, self.device = cfg, pick_device(cfg.device)
         self.run_dir, self._lock, created = claim_run_dir(cfg)
+        weakref.finalize(self, self._lock.release)  # a trainer dropped unclosed still unlocks (and closes) its folder
         try:
             self._setup(cfg, world)
         except BaseException:
@@ -45,7 +47,7 @@ class Trainer:
             remove_if_empty(created)
             raise
 
-    def _setup(self, cfg: TrainConfig, world: World | None) -> None:
+    def _setup(self, cfg: TrainConfig, world: PriorWorld | None) -> None:
         resume_changes = check_resume(cfg, self.run_dir) if cfg.resume else {}
         cfg.stage2_step = stage2_step(cfg)  # fixed when the run starts
         torch.manual_seed(cfg.seed)

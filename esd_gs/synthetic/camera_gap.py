@@ -27,9 +27,9 @@ TIMESTEPS = (200, 500, 800)
 
 
 @torch.no_grad()
-def branch_norms(prior: Prior, variational: Variational, latents: torch.Tensor, cam16: torch.Tensor,
+def branch_norms(prior: Prior, variational: Variational, latents: torch.Tensor, c2w_flat: torch.Tensor,
                  noise: torch.Tensor, timesteps=TIMESTEPS) -> dict[str, dict[str, float]]:
-    """Frobenius norms per t over the views and noise draws (latents/cam16 [V,...], noise [D,V,...]) of
+    """Frobenius norms per t over the views and noise draws (latents/c2w_flat [V,...], noise [D,V,...]) of
     gap = eps_cam - eps_free, distill = eps_prior - eps_cam, and the distances to the Dirac (the injected
     noise, the exact camera branch): camera = eps_cam - noise, free = eps_free - noise, prior = eps_prior -
     noise."""
@@ -39,19 +39,13 @@ def branch_norms(prior: Prior, variational: Variational, latents: torch.Tensor, 
         for eps in noise:
             t = torch.full((len(latents),), t_value, dtype=torch.long)
             x_t = prior.scheduler.add_noise(latents, eps, t)
-            eps_free, eps_cam = variational.eps_branches(x_t, t, cam16, eps, 0.5)
+            eps_free, eps_cam = variational.eps_branches(x_t, t, c2w_flat, eps, 0.5)
             eps_prior = prior.guided_eps(x_t, t, None, 1.0)
             for key, diff in (("gap", eps_cam - eps_free), ("distill", eps_prior - eps_cam),
                               ("camera", eps_cam - eps), ("free", eps_free - eps), ("prior", eps_prior - eps)):
                 sq[key] += float((diff**2).sum())
         norms[str(t_value)] = {k: v**0.5 for k, v in sq.items()}
     return norms
-
-
-def camera_gaps(prior: Prior, variational: Variational, latents: torch.Tensor, cam16: torch.Tensor,
-                noise: torch.Tensor, timesteps=TIMESTEPS) -> dict[str, float]:
-    """gap(t) for each t; latents/cam16 [V,...] views, noise [D,V,...] draws per view."""
-    return gaps_from_norms(branch_norms(prior, variational, latents, cam16, noise, timesteps))
 
 
 def gaps_from_norms(norms: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -72,7 +66,7 @@ def render_latents(prior: Prior, splats, cams) -> torch.Tensor:
 @torch.no_grad()
 def evaluation_views(prior: Prior, splats, cfg: SyntheticConfig, views: int, draws: int,
                      seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(latents [V,...], cam16 [V,16], noise [D,V,...]): `views` orbit renders of `splats` and their noise."""
+    """(latents [V,...], c2w_flat [V,16], noise [D,V,...]): `views` orbit renders of `splats` and their noise."""
     g = torch.Generator().manual_seed(seed)
     cams = sample_orbit(cfg.camera_config(), views, cfg.resolution, g)
     latents = render_latents(prior, splats, cams)
@@ -85,7 +79,7 @@ def gap_report(prior, learned: Variational, splats, cfg: SyntheticConfig, views:
     the mean over `banks` independent banks of K = cfg.bank_size renders (one bank's value varies by about
     10%), under "exact_by_bank_size" the same with each of `more_bank_sizes` renders, and under
     "distance_to_dirac" each branch's `dirac_distances` (the exact one's with K = cfg.bank_size)."""
-    latents, cam16, noise = evaluation_views(prior, splats, cfg, views, draws, seed)
+    latents, c2w_flat, noise = evaluation_views(prior, splats, cfg, views, draws, seed)
 
     def exact_norms(bank_size: int) -> list[dict]:
         norms = []
@@ -94,8 +88,8 @@ def gap_report(prior, learned: Variational, splats, cfg: SyntheticConfig, views:
             # cameras above, or the bank would hold the evaluated renders themselves (a Dirac in disguise)
             torch.manual_seed(seed + 1 + b)
             exact = ExactVariational(dataclasses.replace(cfg, bank_size=bank_size), prior.scheduler)
-            exact.update(latents, cam16, partial(render_latents, prior, splats))
-            norms.append(branch_norms(prior, exact, latents, cam16, noise))
+            exact.update(latents, c2w_flat, partial(render_latents, prior, splats))
+            norms.append(branch_norms(prior, exact, latents, c2w_flat, noise))
         return norms
 
     def mean(per_bank: list[dict]) -> dict:
@@ -106,7 +100,7 @@ def gap_report(prior, learned: Variational, splats, cfg: SyntheticConfig, views:
 
     exact = exact_norms(cfg.bank_size)
     exact_gaps = mean([gaps_from_norms(norms) for norms in exact])
-    learned = branch_norms(prior, learned, latents, cam16, noise)
+    learned = branch_norms(prior, learned, latents, c2w_flat, noise)
     learned_gaps = gaps_from_norms(learned)
     return {"learned": learned_gaps, "exact": exact_gaps,
             "ratio": {t: learned_gaps[t] / exact_gaps[t] for t in exact_gaps},
@@ -123,12 +117,12 @@ def refit(prior: Prior, learned: Variational, splats, cfg: SyntheticConfig, step
     cameras a step, `steps` steps); yields the learned gaps and Dirac distances on gap_report's views at
     the start and `reports` times on the way. Tells whether a network's small-t accuracy is capped by its
     form or by how much training it got on the object it ends with (docs/results.md section 5)."""
-    latents, cam16, noise = evaluation_views(prior, splats, cfg, views, draws, seed)
+    latents, c2w_flat, noise = evaluation_views(prior, splats, cfg, views, draws, seed)
     g = torch.Generator().manual_seed(seed + 1)
     torch.manual_seed(seed + 1)  # the network's own draws (t, noise, camera dropout) come from the global RNG
 
     def entry(step: int) -> dict:
-        norms = branch_norms(prior, learned, latents, cam16, noise)
+        norms = branch_norms(prior, learned, latents, c2w_flat, noise)
         return {"step": step, "learned": gaps_from_norms(norms), "distance_to_dirac": dirac_distances(norms)}
 
     snapshot = partial(render_latents, prior, splats)

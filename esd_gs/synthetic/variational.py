@@ -47,14 +47,14 @@ class ExactVariational:
         self.bank_cams: Tensor | None = None  # [K,16]
         self.updates = 0
 
-    def _kernel_log_weights(self, cam16: Tensor) -> Tensor:
+    def _kernel_log_weights(self, c2w_flat: Tensor) -> Tensor:
         sigma = math.radians(self.cfg.camera_kernel_deg)
-        pos = F.normalize(cam16.view(-1, 4, 4)[:, :3, 3], dim=-1)
+        pos = F.normalize(c2w_flat.view(-1, 4, 4)[:, :3, 3], dim=-1)
         bank = F.normalize(self.bank_cams.view(-1, 4, 4)[:, :3, 3], dim=-1)
         return ((pos @ bank.T) - 1) / sigma**2
 
     @torch.no_grad()
-    def eps_branches(self, x_t: Tensor, t: Tensor, cam16: Tensor, noise: Tensor,
+    def eps_branches(self, x_t: Tensor, t: Tensor, c2w_flat: Tensor, noise: Tensor,
                      lam: float) -> tuple[Tensor | None, Tensor | None]:
         eps_free = eps_cam = None
         free, camera = branches_needed(lam)
@@ -65,11 +65,11 @@ class ExactVariational:
             if self.cfg.camera_branch == "dirac" or self.bank is None:
                 eps_cam = noise
             else:
-                eps_cam = ideal_eps(x_t, t, self.bank, self._kernel_log_weights(cam16), self.scheduler)
+                eps_cam = ideal_eps(x_t, t, self.bank, self._kernel_log_weights(c2w_flat), self.scheduler)
         return eps_free, eps_cam
 
     @torch.no_grad()
-    def update(self, latents: Tensor, cam16: Tensor, snapshot: Snapshot) -> dict[str, float]:
+    def update(self, latents: Tensor, c2w_flat: Tensor, snapshot: Snapshot) -> dict[str, float]:
         """Re-renders the bank when due (cameras from the global RNG, which checkpoints keep)."""
         if self.updates % self.cfg.bank_refresh_every == 0:
             cams = sample_orbit(self.cfg.camera_config(), self.cfg.bank_size, self.cfg.resolution,

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .base import World
+from .base import PriorWorld
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["World", "make_world"]
+__all__ = ["PriorWorld", "make_world"]
 
 
-def make_world(cfg: "TrainConfig", device: torch.device) -> World:
+def make_world(cfg: "TrainConfig", device: torch.device) -> PriorWorld:
     if cfg.world == "synthetic":
         from .synthetic import SyntheticWorld
 

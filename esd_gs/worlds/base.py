@@ -14,7 +14,11 @@ if TYPE_CHECKING:
     from ..config import TrainConfig
 
 
-class World(ABC):
+class PriorWorld(ABC):
+    """Where the prior comes from (`--world`: real Stable Diffusion weights, or the synthetic world's exact
+    prior) and what comes with it: the objective built on it, the orbit previews are shot from, the end-of-run
+    evaluation."""
+
     def __init__(self, cfg: "TrainConfig", device: torch.device):
         self.cfg, self.device = cfg, device
 

@@ -13,7 +13,7 @@ from ..guidance.distill import DistillationObjective
 from ..guidance.stable_diffusion import DEFAULT_MODEL, StableDiffusionPrior, load_scheduler
 from ..guidance.variational import UNetVariational
 from ..guidance.weights import resolve_model, shipped_or_given, weight_format
-from .base import World
+from .base import PriorWorld
 
 SYNTHETIC_HEAD = "synthetic-head"  # training.json's "truth" in folders built by tools/train_tiny_sd.py
 
@@ -28,7 +28,7 @@ def knows_synthetic_head(model: str) -> bool:
         return False
 
 
-class StableDiffusionWorld(World):
+class StableDiffusionWorld(PriorWorld):
     def __init__(self, cfg, device: torch.device, prior: StableDiffusionPrior | None = None):
         """prior: a ready-made one (benchmarks use random full-size weights); default: loaded from cfg."""
         super().__init__(cfg, device)

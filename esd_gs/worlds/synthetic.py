@@ -12,10 +12,10 @@ from ..io.atomic import write_json
 from ..synthetic.janus import SUMMARY_KEYS, janus_report
 from ..synthetic.prior import SyntheticPrior
 from ..synthetic.variational import ExactVariational, small_unet
-from .base import World
+from .base import PriorWorld
 
 
-class SyntheticWorld(World):
+class SyntheticWorld(PriorWorld):
     """Photos and renders are on white; the training cameras are the photos' orbit; a run ends with its
     Janus report (janus.json)."""
 
