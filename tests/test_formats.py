@@ -73,7 +73,7 @@ def test_glb_is_khr_gaussian_splatting_y_up_and_reads_back(tmp_path, sh_degree):
     write_ply(ply, scene)
     r = cli("export", ply, "--glb", tmp_path / "s.glb", "--spz", tmp_path / "s.spz")
     assert r.returncode == 0, r.stderr
-    assert "s.glb (80 Gaussians, y-up)" in r.stdout
+    assert "s.glb (80 Gaussians, glTF KHR_gaussian_splatting, y-up)" in r.stdout
     # the JSON chunk: the ratified extension's names, a point primitive, every band of the degree
     raw = (tmp_path / "s.glb").read_bytes()
     doc = json.loads(raw[20:20 + int.from_bytes(raw[12:16], "little")])

@@ -125,7 +125,7 @@ def test_compressed_ply_has_an_sh_layout_web_viewers_read(tmp_path, sh_degree):
 def test_viewer_serves_renders_and_stops():
     import viser.transforms as vtf
 
-    from esd_gs.render.viewer import Viewer, camera_from_pose, render_image
+    from esd_gs.run.viewer import Viewer, camera_from_pose, render_image
 
     splats = colored_blob_scene()
     port = free_port()
@@ -154,7 +154,7 @@ def test_viewer_frames_the_object_on_load():
     import viser.transforms as vtf
 
     from esd_gs.render import render_frames
-    from esd_gs.render.viewer import camera_from_pose, framing_pose
+    from esd_gs.run.viewer import camera_from_pose, framing_pose
 
     sphere = surface_sphere(n=4000, floaters=0)
     center = torch.tensor([0.3, -0.2, 0.1])
@@ -422,7 +422,7 @@ def test_live_viewer_start_failure_is_one_line_and_leaves_no_process():
     import torch
 
     from esd_gs.errors import UserError
-    from esd_gs.render.viewer import LiveViewer
+    from esd_gs.run.viewer import LiveViewer
 
     if torch.cuda.is_available():
         pytest.skip("the gsplat backend starts on a CUDA machine")
@@ -434,7 +434,7 @@ def test_live_viewer_start_failure_is_one_line_and_leaves_no_process():
 def test_viewer_pause_holds_until_resumed_or_stopped():
     import threading
 
-    from esd_gs.render.viewer import Viewer, wait_while_paused
+    from esd_gs.run.viewer import Viewer, wait_while_paused
 
     viewer = Viewer(colored_blob_scene(), port=free_port(), paused=threading.Event())
     try:

@@ -88,3 +88,18 @@ def train_from_args(argv: list[str], quiet: bool = False) -> dict:
     if quiet:
         cfg.log.progress = False
     return Trainer(cfg).train()
+
+
+def check_orbit(radius: float, fovy_deg: float) -> None:
+    """A camera distance and field of view that can show something (checked before any work)."""
+    if not radius > 0 or not 0 < fovy_deg < 180:
+        raise UserError(f"--radius must be positive and --fovy-deg in (0, 180) degrees (got {radius}, {fovy_deg})")
+
+
+def check_turntable(flag: str, frames: int, resolution: int) -> None:
+    from ..core.memory import check_fits, image_bytes
+
+    if frames <= 0 or resolution < 8:
+        raise UserError(f"{flag} must be positive and --resolution >= 8 (got {frames}, {resolution})")
+    check_fits(image_bytes(frames, resolution), f"{frames} views at {resolution}x{resolution}",
+               f"lower --resolution or {flag}")

@@ -28,6 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ..core.cameras import ORBIT_FOVY_DEG, ORBIT_RADIUS, VIEW_ELEVATION_DEG, make_cameras
 from ..core.gaussians import points_in_ball, rgb_to_sh0, splats_from_tensors
 from ..errors import UserError
+from .args import parse
 
 HOPPER_BF16_TFLOPS = 800.0  # dense bf16 peak of an H100/H200 (an H200 measured 769-798 here): the floor
 
@@ -343,3 +344,12 @@ def print_result(result: dict, as_json: bool) -> None:
         elif isinstance(value, float):
             value = f"{value:.4g}" if not math.isnan(value) else "nan"
         print(f"{key:>18}: {value}")
+
+
+def cmd_bench(argv: list[str]) -> None:
+    kinds = {"raster": (RasterArgs, bench_raster), "step": (StepArgs, bench_step)}
+    if not argv or argv[0] not in kinds:
+        raise UserError("usage: esd-gs bench {raster,step} [--json] ... (see esd-gs bench raster --help)")
+    Args, run = kinds[argv[0]]
+    args = parse(Args, argv[1:], f"esd-gs bench {argv[0]}")
+    print_result(run(args), args.json)

@@ -50,7 +50,7 @@ def finish(trainer) -> dict:
 def start_viewer(trainer):
     """The live viewer of --viewer (viser, in a process of its own), framed on the current splats; its address
     is printed."""
-    from ..render.viewer import LiveViewer
+    from .viewer import LiveViewer
 
     # 256 px (the browser's slider goes higher): the renders share the machine with training
     viewer = LiveViewer(trainer.splats, port=trainer.cfg.viewer_port, max_resolution=256,

@@ -27,7 +27,7 @@ from torch import Tensor
 from ..core.cameras import Cameras, intrinsics
 from ..errors import UserError
 from ..io.media import to_uint8
-from . import render_frames
+from ..render import render_frames
 from ..render.turntable import depth_to_rgb
 
 
