@@ -142,7 +142,8 @@ def rename_keys(flat: dict, where: str, notice: bool = True) -> dict:
     for old, new in RENAMED.items():
         if old in out:
             value = out.pop(old)
-            out.setdefault(new, value)
+            if out.get(new) is None:
+                out[new] = value
             if notice:
                 print(f"esd-gs: note: {where}: '{old}' is now '{new}'; the old name works until the next release",
                       file=sys.stderr)
