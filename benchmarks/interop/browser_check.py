@@ -9,6 +9,12 @@ For each (format, viewer) pair the report gives the splats the viewer loaded (ag
 mean absolute pixel difference to our render (0-255, RGB, over the whole w x h image and over the object's
 pixels: those not white in either image), per view. A pair that cannot work says why.
 
+Then each viewer's default view of each format (the files as `esd-gs export` writes them by default): its own
+camera convention (DEFAULT_VIEWS: which way it looks, which way is up; SuperSplat's turn of PLY files), at
+our orbit's distance, into OUT/default_views.png and, with --picture, docs/images/interop.png: a row a viewer,
+a column a format, our render of the head's front on the left. Upright is what the format's frame promises
+(glTF and SPZ by specification; PLY and .splat by the INRIA/COLMAP convention that SuperSplat follows).
+
     python benchmarks/interop/browser_check.py RUN_OR_PLY [--out-dir DIR] [--resolution 256] [--install]
         [--viewers ...] [--formats ...] [--models sh0 sh3] [--repeats N] [--delivery paced|whole]
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -66,6 +73,14 @@ CANNOT = {
     ("playcanvas", "spz"): "no SPZ loader in the engine (SuperSplat converts SPZ with splat-transform first)",
 }
 MAX_SH = {"gsplat.js": 0, "mkkellogg": 2, "playcanvas": 3}  # the degree each viewer draws: ours is cut to it
+# each viewer's default camera, in its world frame: where it looks from (a direction; placed at our orbit's
+# distance), its up vector; `turn`: degrees about z the app turns a PLY-family file when it loads it
+DEFAULT_VIEWS = {
+    "gsplat.js": {"from": (0.0, 0.0, -1.0), "up": (0.0, -1.0, 0.0)},  # Camera(): OpenCV axes, looks along +z
+    "mkkellogg": {"from": (0.0, 10.0, 15.0), "up": (0.0, 1.0, 0.0)},  # Viewer(): [0, 10, 15], cameraUp [0, 1, 0]
+    "playcanvas": {"from": (0.0, 0.0, 1.0), "up": (0.0, 1.0, 0.0), "turn": 180.0},  # SuperSplat: y up, from +z; it
+}   # turns a loaded PLY 180 deg about z (3DGS files are y-down)
+PICTURE = Path(__file__).resolve().parents[2] / "docs" / "images" / "interop.png"
 PAGES = {"gsplat.js": "gsplat.html", "mkkellogg": "mkkellogg.html", "playcanvas": "playcanvas.html"}
 
 
@@ -85,6 +100,8 @@ class Args:
     """sh0: the splats cut to degree 0; sh3: with seeded degree-3 bands."""
     repeats: int = 1
     """Page loads of each file per view (each in a fresh browser context)."""
+    picture: bool = False
+    """Also write the default views' grid to docs/images/interop.png."""
     delivery: Literal["paced", "whole"] = "paced"
     """How the test server sends a file: `paced` in 16 KiB pieces 10 ms apart, as a network delivers a file
     of more than a few KiB (several reads for the page); `whole` at once, which on localhost can reach the
@@ -129,6 +146,47 @@ def camera_query(cams, i: int, up: str) -> dict:
     return {"pos": fmt(pos), "quat": fmt(quat_from_matrix(r)), "up": fmt(-r[:, 1]), "target": fmt(pos + r[:, 2]),
             "fx": f"{float(cams.Ks[i, 0, 0]):.5f}", "fy": f"{float(cams.Ks[i, 1, 1]):.5f}",
             "fovy": f"{float(cams.fovy_deg[i]):.5f}", "w": cams.width, "h": cams.height}
+
+
+def default_query(viewer: str, fmt: str, distance: float, fovy: float, size: int) -> dict:
+    """The page's camera for a viewer's default view (DEFAULT_VIEWS), in the page's terms."""
+    view = DEFAULT_VIEWS[viewer]
+    forward = -torch.nn.functional.normalize(torch.tensor(view["from"], dtype=torch.float64), dim=0)
+    up = torch.tensor(view["up"], dtype=torch.float64)
+    right = torch.nn.functional.normalize(torch.linalg.cross(forward, -up), dim=0)  # OpenCV: x right, y down
+    r = torch.stack([right, torch.linalg.cross(forward, right), forward], dim=1)
+    pos = -forward * distance
+    focal = 0.5 * size / math.tan(math.radians(fovy) / 2)
+    fmt_ = lambda v: ",".join(f"{float(x):.7f}" for x in v)  # noqa: E731
+    query = {"pos": fmt_(pos), "quat": fmt_(quat_from_matrix(r)), "up": fmt_(up), "target": fmt_(torch.zeros(3)),
+             "fx": f"{focal:.5f}", "fy": f"{focal:.5f}", "fovy": f"{fovy:.5f}", "w": size, "h": size}
+    if "turn" in view and fmt in ("ply", "compressed-ply"):
+        query["turn"] = view["turn"]
+    return query
+
+
+def default_views_picture(shots: dict, ours: np.ndarray, formats: list[str], viewers: list[str],
+                          size: int) -> np.ndarray:
+    """Rows: viewers; columns: our render of the front, then each format (grey where the viewer cannot read it)."""
+    from PIL import Image, ImageDraw
+
+    label = 18
+    sheet = Image.new("RGB", ((len(formats) + 1) * size, label + len(viewers) * (size + label)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, name in enumerate(["esd-gs (front)", *formats]):
+        draw.text((j * size + 4, 3), name, fill=(0, 0, 0))
+    for i, viewer in enumerate(viewers):
+        y = label + i * (size + label)
+        draw.text((4, y + 2), viewer, fill=(0, 0, 0))
+        sheet.paste(Image.fromarray(ours), (0, y + label))
+        for j, fmt in enumerate(formats, start=1):
+            image = shots.get((viewer, fmt))
+            if image is None:
+                draw.rectangle([j * size, y + label, (j + 1) * size - 1, y + label + size - 1], fill=(225, 225, 225))
+                draw.text((j * size + 4, y + label + size // 2), "cannot read", fill=(90, 90, 90))
+            else:
+                sheet.paste(Image.fromarray(image), (j * size, y + label))
+    return np.asarray(sheet)
 
 
 def serve(root: Path, paced: bool) -> http.server.ThreadingHTTPServer:
@@ -185,7 +243,7 @@ def main() -> None:
             for fmt in args.formats:
                 if model == "sh3" and fmt not in ("compressed-ply", "ply"):
                     continue  # degree 3 is asked of the compressed PLY; the plain PLY carries it too
-                path = ply if fmt == "ply" else export(ply, fmt, files)
+                path = export(ply, fmt, files)
                 for viewer in args.viewers:
                     if (viewer, fmt) in CANNOT:
                         cases.append({"model": model, "format": fmt, "viewer": viewer,
@@ -198,12 +256,25 @@ def main() -> None:
                                      "w": cams.width, "h": cams.height, "timeout_ms": 90000})
                         cases.append({"model": model, "format": fmt, "viewer": viewer, "view": i, "out": out,
                                       "ours": ours[MAX_SH[viewer]][i], "splats": len(splats["means"])})
+        defaults = {}  # (viewer, format): screenshot path of its default view (the sh0 files)
+        if "sh0" in models:
+            for fmt in args.formats:
+                path = files / f"sh0-{fmt}{'.ply' if fmt.endswith('ply') else '.' + fmt}"
+                for viewer in args.viewers:
+                    if (viewer, fmt) in CANNOT:
+                        continue
+                    out = (args.out_dir / f"default_{fmt}_{viewer}.png").resolve()
+                    query = {"file": f"../files/{path.name}",
+                             **default_query(viewer, fmt, cfg.radius, cfg.fovy_deg, args.resolution)}
+                    jobs.append({"url": f"/pages/{PAGES[viewer]}?{urlencode(query)}", "out": str(out),
+                                 "w": args.resolution, "h": args.resolution, "timeout_ms": 90000})
+                    defaults[viewer, fmt] = out
         server = serve(root, args.delivery == "paced")
         base = f"http://127.0.0.1:{server.server_address[1]}"
         for job in jobs:
             job["url"] = base + job["url"]
-        shot = subprocess.run(["node", "shoot.mjs"], input=json.dumps(jobs), cwd=BROWSER, capture_output=True, text=True,
-                              env={**os.environ, "CHROMIUM": CHROMIUM})
+        shot = subprocess.run(["node", "shoot.mjs"], input=json.dumps(jobs), cwd=BROWSER, capture_output=True,
+                              text=True, env={**os.environ, "CHROMIUM": CHROMIUM})
         results = {r["out"]: r for r in map(json.loads, shot.stdout.splitlines())}
         if shot.returncode:
             print(shot.stderr[-3000:], file=sys.stderr)
@@ -225,6 +296,19 @@ def main() -> None:
             row["mean_diff"], row["object_mean_diff"] = differences(case["ours"], theirs)
             iio.imwrite(case["out"], np.concatenate([case["ours"], theirs], axis=1))  # ours | theirs
         rows.append(row)
+    shots = {key: iio.imread(out)[..., :3] for key, out in defaults.items()
+             if out.exists() and not results.get(str(out), {}).get("error")}
+    if defaults:
+        front = make_cameras(torch.tensor([0.0]), torch.tensor([args.elevation]), cfg.radius, cfg.fovy_deg,
+                             args.resolution)
+        ours = (render_frames(models["sh0"], front, (1.0, 1.0, 1.0))[0][0].clamp(0, 1).numpy() * 255).round()
+        picture = default_views_picture(shots, ours.astype(np.uint8), args.formats, args.viewers, args.resolution)
+        iio.imwrite(args.out_dir / "default_views.png", picture)
+        if args.picture:
+            iio.imwrite(PICTURE, picture)
+        for key, out in defaults.items():
+            rows.append({"viewer": key[0], "format": key[1], "default_view": str(out),
+                         "error": results.get(str(out), {}).get("error")})
     (args.out_dir / "report.json").write_text(json.dumps(rows, indent=1))
     print("| model | format | viewer | splats loaded | mean diff (0-255), views | on the object | verdict |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
