@@ -312,8 +312,9 @@ def main() -> None:
     (args.out_dir / "report.json").write_text(json.dumps(rows, indent=1))
     print("| model | format | viewer | splats loaded | mean diff (0-255), views | on the object | verdict |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for key in dict.fromkeys((r["model"], r["format"], r["viewer"]) for r in rows):  # rows come in table order
-        group = [r for r in rows if (r["model"], r["format"], r["viewer"]) == key]
+    compared = [r for r in rows if "model" in r]
+    for key in dict.fromkeys((r["model"], r["format"], r["viewer"]) for r in compared):  # rows in table order
+        group = [r for r in compared if (r["model"], r["format"], r["viewer"]) == key]
         if "why_not" in group[0]:
             print(f"| {' | '.join(key)} | - | - | - | {group[0]['why_not']} |")
             continue
