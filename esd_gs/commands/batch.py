@@ -396,6 +396,16 @@ def initial_rows(planned: list[Job], batch_dir: Path) -> tuple[dict[int, dict], 
     return rows, pending
 
 
+def send_ray_token(address: str | None) -> None:
+    """Joining a cluster with a token on this machine: token mode, before Ray is imported (it reads the mode
+    then). `ray start` clusters use token authentication, and a driver sends its token only in token mode:
+    without it, a screen of Ray's "InvalidAuthToken" lines, then no cluster; a cluster without tokens ignores it."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    joining = address or os.environ.get("RAY_ADDRESS")
+    if joining and "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path)):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None, num_cpus: int | None, threads: int, received: list[int]):
     """Ray for the block: the cluster at `address` (or $RAY_ADDRESS), else a local instance of its own, shut
@@ -486,6 +496,7 @@ def run_batch(jobs: list[dict], batch_dir: Path, shared_flags: list[str] = (), a
               progress: bool = True) -> list[dict]:
     """Runs every job not finished yet on Ray; returns (and writes) the index rows. Ctrl-C or SIGTERM cancels
     what runs (each run keeps its last checkpoint) and marks it interrupted."""
+    send_ray_token(address)
     import ray
     from tqdm import tqdm
 
