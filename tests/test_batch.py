@@ -395,3 +395,29 @@ def test_two_drivers_of_one_batch_lose_nothing_and_a_changed_job_is_no_rerun(tmp
     assert {x["run_name"]: x["status"] for x in json.loads((out / "index.json").read_text())} == \
         {"long": "done", "s1": "changed", "s2": "done"}
     assert (out / "s1" / "config.yaml").read_text() == config
+
+
+def test_sigterm_while_ray_starts_is_the_one_line_stop(tmp_path, monkeypatch):
+    """SIGTERM that arrives during ray.init (a scheduler stopping the batch early) stops it as after: exit 143
+    (128 + 15) with the batch's line and its jobs interrupted; it ended with 15 and no word."""
+    import ray
+
+    from esd_gs.commands import batch, ray_cleanup
+    from esd_gs.errors import Interrupted
+
+    def init(**kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray_cleanup, "start", lambda: None)
+    monkeypatch.setattr(ray_cleanup, "finish", lambda watch: None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(batch, "render_photo_sets", lambda jobs: None)
+    jobs = [{"prompt": "a head", "preset": "demo", "run_name": "r"}]
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match="batch stopped: 0 done, 0 failed, 1 interrupted") as stop:
+        batch.run_batch(jobs, tmp_path / "b", progress=False)
+    assert stop.value.exit_code == 143 and signal.getsignal(signal.SIGTERM) is before
+    assert [r["status"] for r in json.loads((tmp_path / "b" / "index.json").read_text())] == ["interrupted"]
