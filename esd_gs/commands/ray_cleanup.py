@@ -21,20 +21,20 @@ import psutil
 
 
 def start() -> subprocess.Popen:
-    """The reaper for this process's Ray processes from now on (call `finish` after ray.shutdown())."""
+    """The watcher for this process's Ray processes from now on (call `finish` after ray.shutdown())."""
     before = [str(p.pid) for p in psutil.Process().children(recursive=True)]
     return subprocess.Popen([sys.executable, "-m", "esd_gs.commands.ray_cleanup", str(os.getpid()), *before],
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def finish(reaper: subprocess.Popen) -> None:
-    """Ray was shut down normally: the reaper ends without killing anything."""
+def finish(watcher: subprocess.Popen) -> None:
+    """Ray was shut down normally: the watcher ends without killing anything."""
     try:
-        reaper.stdin.write(b"done\n")
-        reaper.stdin.close()
-        reaper.wait(timeout=10)
+        watcher.stdin.write(b"done\n")
+        watcher.stdin.close()
+        watcher.wait(timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        reaper.kill()
+        watcher.kill()
 
 
 def main() -> None:

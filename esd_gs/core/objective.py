@@ -1,6 +1,6 @@
 """What the training loop asks of an objective, and the photometric one.
 
-One training step reads, in order (train.py):
+One training step reads, in order (run/trainer.py):
     views = objective.views(step, generator)          which cameras, on which backgrounds
     out   = render(splats, views.cameras, views.backgrounds)
     step_loss = objective.loss(out.rgb, views, step)  the loss on the Gaussians (+ detached latents)

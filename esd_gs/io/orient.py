@@ -1,4 +1,4 @@
-"""Up axes of exported files. esd-gs trains z-up with the object's front towards +x (esd_gs/cameras.py).
+"""Up axes of exported files. esd-gs trains z-up with the object's front towards +x (esd_gs/core/cameras.py).
   y    glTF's frame (its specification): y up, the front towards +z; our (x, y, z) -> (y, z, x)
   -y   the frame of INRIA/COLMAP-trained PLY files, y down, that SuperSplat/PlayCanvas and mkkellogg's
        viewer assume for .ply and .splat (PlayCanvas turns them 180 deg about z on load, so they show

@@ -43,7 +43,7 @@ def sh_colors(means: Tensor, sh: Tensor, sh_degree: int, c2w: Tensor) -> Tensor:
 def render(splats, cameras: Cameras, backgrounds: Tensor | None = None, backend: Backend = "auto",
            sh_degree: int | None = None, depth: bool = False, eps2d: float = 0.3,
            near_plane: float = 0.01) -> RenderOutput:
-    """Renders raw splats (ParameterDict as in gaussians.py) from `cameras`. backgrounds: [C,3].
+    """Renders raw splats (ParameterDict as in core/gaussians.py) from `cameras`. backgrounds: [C,3].
     depth: also composite the expected depth (gsplat's "RGB+ED"; training does not need it)."""
     p = activated(splats)
     device = p["means"].device
