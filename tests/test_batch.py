@@ -421,3 +421,35 @@ def test_sigterm_while_ray_starts_is_the_one_line_stop(tmp_path, monkeypatch):
         batch.run_batch(jobs, tmp_path / "b", progress=False)
     assert stop.value.exit_code == 143 and signal.getsignal(signal.SIGTERM) is before
     assert [r["status"] for r in json.loads((tmp_path / "b" / "index.json").read_text())] == ["interrupted"]
+
+
+def test_planning_thousands_of_jobs_shows_progress(tmp_path, monkeypatch, capsys):
+    """A jobs file of thousands of jobs (or 20,000 seeds) took minutes to plan with nothing on the screen."""
+    import esd_gs.commands.args
+    from esd_gs.commands.batch import plan
+    from esd_gs.config import TrainConfig
+
+    monkeypatch.setattr(esd_gs.commands.args, "parse_train_args", lambda argv: TrainConfig(world="synthetic"))
+    jobs = plan([{"prompt": "a head", "seed": k} for k in range(1500)], [], tmp_path)
+    assert len(jobs) == 1500 and "planning jobs" in capsys.readouterr().err
+    plan([{"prompt": "a head"}] * 10, [], tmp_path)  # a few: no bar
+    assert "planning jobs" not in capsys.readouterr().err
+
+
+def test_a_resume_that_drops_the_variational_network_says_so():
+    """An SDS run's checkpoint resumed with a rule that has a variational network started it afresh silently."""
+    from esd_gs.guidance.distill import DistillationObjective, PriorConfig
+    from esd_gs.core.cameras import CameraConfig
+
+    class Net:
+        def load_trainable_state(self, state):
+            raise AssertionError("nothing to load")
+
+    objective = DistillationObjective(prior=None, variational=Net(), rule="esd", lam=0.5, cfg=PriorConfig(),
+                                      cameras=CameraConfig(), resolution=8, batch_size=1, total_steps=4,
+                                      stage2_step=1)
+    with pytest.warns(UserWarning, match="holds no variational network"):
+        objective.load_state_dict({})
+    sds = DistillationObjective(None, None, "sds", 0.0, PriorConfig(), CameraConfig(), 8, 1, 4, 1)
+    with pytest.warns(UserWarning, match="left unused"):
+        sds.load_state_dict({"params": {}})

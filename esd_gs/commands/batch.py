@@ -224,7 +224,7 @@ def plan(jobs: list[dict], shared_flags: list[str], batch_dir: Path) -> list[Job
     from .args import parse_train_args
 
     planned, names = [], set()  # thousands of jobs take a while to parse: say so
-    for i, settings in enumerate(tqdm(jobs, desc="planning jobs", unit="job", disable=len(jobs) < 1000, delay=2)):
+    for i, settings in enumerate(tqdm(jobs, desc="planning jobs", unit="job", disable=len(jobs) < 1000)):
         job = Job(i, settings, list(shared_flags))
         try:
             job.argv += job_flags(settings)
