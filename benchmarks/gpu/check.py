@@ -243,11 +243,17 @@ def cli_train(backend: str, out: Path) -> dict:
             "outputs": sorted(p.name for p in run_dir.iterdir()) if run_dir.exists() else []}
 
 
-def preview(backend: str, out: Path) -> dict:
-    """`--preset sd21-preview` as a user runs it: its exit code, the training's seconds and the whole command's."""
+def preview(backend: str, out: Path, limit: float) -> dict:
+    """`--preset sd21-preview` as a user runs it: its exit code, the training's seconds and the whole command's.
+    Stopped a little before the phase's budget, it still reports how far it got (exit code None)."""
     run_dir = WEIGHTS.parent / "runs" / "preview"
     t0 = time.monotonic()
-    done = subprocess.run(train_command("sd21-preview", backend, run_dir), capture_output=True, text=True, cwd=REPO)
+    try:
+        done = subprocess.run(train_command("sd21-preview", backend, run_dir), capture_output=True, text=True,
+                              cwd=REPO, timeout=limit)
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr or ""
+        done = subprocess.CompletedProcess(e.cmd, None, "", err + f"\nstopped after {limit:.0f} s")
     wall = time.monotonic() - t0
     previews = sorted((run_dir / "previews").glob("*.png"))
     if previews:
@@ -284,7 +290,7 @@ def main() -> None:
     phases = {"parity": lambda: parity(min(PHASES["parity"], report.left()) - 3), "raster": raster,
               "step_bf16_eager": lambda: step("bfloat16", backend(), eager=True),
               "step_bf16": lambda: step("bfloat16", backend(), eager=False),
-              "cli_train": lambda: cli_train(backend(), args.out), "preview": lambda: preview(backend(), args.out)}
+              "cli_train": lambda: cli_train(backend(), args.out), "preview": lambda: preview(backend(), args.out, min(PHASES["preview"], report.left()) - 3)}
     for name, fn in phases.items():
         if name in NEEDS_GSPLAT and not build.built():
             deferred.append(name)
