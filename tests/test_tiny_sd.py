@@ -134,3 +134,17 @@ def test_train_tiny_sd_is_deterministic_and_loads(tmp_path):
     tool.main(tool.Args(out=tmp_path / "a", check_only=True))  # the card again, from training.json's settings
     card = (tmp_path / "a" / "README.md").read_text()
     assert "python tools/train_tiny_sd.py" in card and "--unet-steps 2 " in card and "| DDIM |" in card
+
+
+def test_web_captions_are_wrong_in_the_share_asked_and_name_another_view():
+    """tiny-sd-web's caption noise: the asked share of photos (fixed by the seed) gets the caption of one of the
+    two other views, each about half the time; the others keep their own."""
+    tool = load_script("tools/train_tiny_sd.py", "train_tiny_sd")
+    truth = torch.tensor([2, 3, 4] * 4000)  # caption indices: 2 + the view (front, side, back)
+    noisy = tool.mislabel(truth, 0.5, torch.Generator().manual_seed(0))
+    wrong = noisy != truth
+    assert 0.48 < wrong.float().mean() < 0.52 and ((noisy >= 2) & (noisy <= 4)).all()
+    moved = (noisy - truth) % 3  # 1 or 2 steps round the three views
+    assert 0.45 < (moved[wrong] == 1).float().mean() < 0.55
+    assert torch.equal(noisy, tool.mislabel(truth, 0.5, torch.Generator().manual_seed(0)))
+    assert torch.equal(tool.mislabel(truth, 0.0, torch.Generator().manual_seed(0)), truth)
