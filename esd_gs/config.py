@@ -327,6 +327,8 @@ def check_sizes(cfg: TrainConfig) -> None:
 
 def check_combinations(cfg: TrainConfig) -> None:
     """Settings that do not go together."""
+    if cfg.variational.capture and pick_device(cfg.device).type != "cuda":
+        raise UserError("--variational.capture captures CUDA graphs: it needs a CUDA device (--device cuda)")
     if cfg.render.batch_size <= 0:
         raise UserError(f"render.batch_size must be positive (got {cfg.render.batch_size})")
     if cfg.world == "synthetic" and cfg.render.resolution != cfg.synthetic.resolution:
@@ -366,7 +368,7 @@ BEFORE_ADDED = {"densify.grow_top": 0.0, "densify.prune_large": False}
 
 # what may differ when a run is resumed: its length, where things are, how it is logged
 RESUMABLE = ("steps", "resume", "overwrite", "preset", "output_dir", "run_name", "device", "model_path", "eager",
-             "render.backend", "log.", "viewer", "viewer_port", "viewer_every")
+             "variational.capture", "render.backend", "log.", "viewer", "viewer_port", "viewer_every")
 
 
 def flatten(data: dict, prefix: str = "") -> dict:

@@ -2,6 +2,7 @@
 rasterizer against our torch reference on the same scenes, and a training step on the GPU."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -74,3 +75,36 @@ def test_fused_step_equals_the_eager_step_on_cuda(tiny_sd, tmp_path, lam):
         assert (a is None) == (b is None)
         if a is not None:
             assert (a - b).norm() <= 1e-4 * b.norm() + 1e-6
+
+
+def test_captured_variational_step_trains_and_is_captured_again_after_a_resume(tiny_sd, tmp_path):
+    """--variational.capture: the LoRA's step as a CUDA graph learns (its weights move, its losses finite and in
+    the eager step's range), and a resume, which replaces the optimiser's state, captures it again."""
+    from esd_gs.config import TrainConfig
+    from esd_gs.run.trainer import Trainer
+
+    def config(name, steps, **overrides):
+        cfg = TrainConfig(prompt="a corgi", model_path=str(tiny_sd), guidance="esd", steps=steps, output_dir=tmp_path,
+                          run_name=name, device="cuda", dtype="float32", **overrides)
+        cfg.render.resolution, cfg.gaussians.num_points = 64, 2000
+        cfg.log.turntable_frames, cfg.log.progress, cfg.log.checkpoint_every, cfg.log.metrics_every = 0, False, 4, 1
+        return cfg
+
+    losses = {}
+    for capture in (False, True):
+        cfg = config(f"capture{capture}", 8)
+        cfg.variational.capture = capture
+        trainer = Trainer(cfg)
+        lora0 = [p.detach().clone() for p in trainer.objective.variational.trainable]
+        trainer.train()
+        losses[capture] = [json.loads(line)["variational_loss"] for line in
+                           (tmp_path / f"capture{capture}" / "metrics.jsonl").read_text().splitlines()]
+        assert any(not torch.equal(a, b) for a, b in zip(lora0, trainer.objective.variational.trainable))
+    assert all(math.isfinite(x) for x in losses[True])
+    assert 0.2 < sum(losses[True]) / sum(losses[False]) < 5  # the same loss, other draws
+    cfg = config("captureTrue", 12, resume=True)
+    cfg.variational.capture = True
+    resumed = Trainer(cfg)
+    assert resumed.objective.variational.captured.graph is None  # the resume's optimiser state: capture again
+    resumed.train()
+    assert resumed.objective.variational.captured.graph is not None

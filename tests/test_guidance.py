@@ -566,3 +566,41 @@ def test_fused_path_resumes_as_a_straight_run(tiny_sd, tmp_path):
         assert torch.equal(straight.splats[k], resumed.splats[k]), k
     lora = lambda t: [p.detach() for p in t.objective.variational.trainable]  # noqa: E731
     assert all(torch.equal(a, b) for a, b in zip(lora(straight), lora(resumed)))
+
+
+def test_the_capturable_step_draws_on_the_device_and_its_warm_up_is_undone(prior):
+    """guidance/captured.py's step, run eagerly (a CPU has no graphs): the camera dropout drawn on the device
+    keeps the eager step's distribution (a whole copy's camera zeroed with probability p), the weights move,
+    and restoring a snapshot undoes the warm-up's steps, optimiser state included."""
+    from esd_gs.guidance.captured import device_step, restore, snapshot
+
+    var = UNetVariational(prior.unet, prior.cond[None], prior.scheduler,
+                          VariationalConfig(lora_rank=4, lr=1e-3, camera_map=True, camera_dropout=0.3))
+    latents, _, _, c2w_flat = inputs(prior)
+    before = snapshot(var)
+    assert before[1] == {}  # no optimiser state before the first step
+    torch.manual_seed(0)
+    dropped = []
+    for _ in range(60):
+        var.optimizer.zero_grad(set_to_none=True)
+        loss = device_step(var, latents, c2w_flat, repeats=4)
+        labels = var.unet.class_embedding.call_labels
+        assert torch.isfinite(loss) and len(labels) == 4 * len(latents) and (labels[:, 16] == 1).all()
+        per_copy = labels[:, :16].abs().sum(1).view(4, len(latents)) == 0
+        assert (per_copy.all(1) | ~per_copy.any(1)).all()  # a copy's cameras go together
+        dropped += per_copy[:, 0].tolist()
+    assert 0.2 < sum(dropped) / len(dropped) < 0.4  # 240 copies, p = 0.3
+    assert any(not torch.equal(a, b) for a, b in zip(before[0], var.trainable))
+    restore(var, before)
+    assert all(torch.equal(a, b) for a, b in zip(before[0], var.trainable))
+    state = [t for p in var.trainable for t in var.optimizer.state[p].values() if torch.is_tensor(t)]
+    assert state and all(not t.any() for t in state)  # as a fresh optimiser's
+
+
+def test_capture_needs_a_cuda_device(tmp_path):
+    from conftest import assert_clean_error, cli
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here")
+    assert_clean_error(cli("train", "--preset", "tiny-sd", "--variational.capture", "--output-dir", tmp_path / "o"),
+                       "--variational.capture", tmp_path / "o")

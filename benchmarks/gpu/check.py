@@ -14,7 +14,8 @@ run / failed (with the error) / skipped (with why) the moment it ends, so a kill
                 variational score as separate UNet calls (`--eager`): it/s unsynchronised, ms per component,
                 peak allocated and reserved memory, TFLOP per step, ratio to the bf16 floor
   step_bf16     the same on the default path (one fused UNet call for the prior and the branches)
-  cli_train     `esd-gs train --preset sd21-esd` through the CLI on those weights: 120 steps at 512, densifying,
+  step_bf16_captured  the same with the variational score's training step as a CUDA graph (--variational.capture)
+  cli_train     `esd-gs train --preset sd21-esd` through the CLI on those weights: 100 steps at 512, densifying,
                 a checkpoint and splats.ply; the median it/s after 20 steps
   preview       `esd-gs train --preset sd21-preview` through the CLI: exit code, the training's wall time, steps
 A phase that needs gsplat while the build still runs waits until the phases after it have run; without
@@ -37,10 +38,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = Path("/tmp/esd-gs-gpu-check/sd21-random")
 PHASES = {  # name: budget in seconds (the whole check: their sum, <= 360)
-    "environment": 5, "prepare": 35, "gsplat_build": 90, "parity": 55, "raster": 5,
-    "step_bf16_eager": 25, "step_bf16": 25, "cli_train": 60, "preview": 60,
-}  # parity took 26-28 s on 2026-11-29 and over 30 s on 2026-11-30 (its pytest start, the tiny pipeline's build);
-# gsplat's build 81 s on 2026-11-30
+    "environment": 5, "prepare": 30, "gsplat_build": 80, "parity": 45, "raster": 5,
+    "step_bf16_eager": 22, "step_bf16": 22, "step_bf16_captured": 22, "cli_train": 52, "preview": 75,
+}  # 2026-11-30 on an H200: prepare 19 s, gsplat's build 64 s after it (81 s in all), parity over 30 s (its pytest
+# start, the tiny pipeline's build), a step phase 15 s, the CLI's 50 steps 43 s
 NEEDS_GSPLAT = ("parity", "raster")
 
 
@@ -193,11 +194,11 @@ def raster() -> dict:
                         for n in (100_000, 1_000_000)]}
 
 
-def step(dtype: str, backend: str, eager: bool) -> dict:
+def step(dtype: str, backend: str, eager: bool = False, capture: bool = False) -> dict:
     from esd_gs.commands.bench import StepArgs, bench_step
 
     return bench_step(StepArgs(full_size=True, model_path=str(WEIGHTS), dtype=dtype, resolution=512,
-                               camera_map_pins=64, steps=10, warmup=3, backend=backend, eager=eager))
+                               camera_map_pins=64, steps=10, warmup=3, backend=backend, eager=eager, capture=capture))
 
 
 def train_command(preset: str, backend: str, run_dir: Path, *flags: str) -> list[str]:
@@ -219,10 +220,10 @@ def training_seconds(run_dir: Path) -> float | None:
 def cli_train(backend: str, out: Path) -> dict:
     """The user's command on the random full-size weights; what it printed and wrote."""
     run_dir = WEIGHTS.parent / "runs" / "cli"
-    command = train_command("sd21-esd", backend, run_dir, "--steps", "120", "--variational.camera-map",
+    command = train_command("sd21-esd", backend, run_dir, "--steps", "100", "--variational.camera-map",
                             "--variational.camera-map-pins", "64", "--densify.refine-start-iter", "20",
-                            "--densify.refine-every", "20", "--log.checkpoint-every", "60",
-                            "--log.preview-every", "120", "--log.turntable-frames", "8")
+                            "--densify.refine-every", "20", "--log.checkpoint-every", "50",
+                            "--log.preview-every", "100", "--log.turntable-frames", "8")
     t0 = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     wall = time.monotonic() - t0
@@ -289,7 +290,8 @@ def main() -> None:
     deferred = []
     phases = {"parity": lambda: parity(min(PHASES["parity"], report.left()) - 3), "raster": raster,
               "step_bf16_eager": lambda: step("bfloat16", backend(), eager=True),
-              "step_bf16": lambda: step("bfloat16", backend(), eager=False),
+              "step_bf16": lambda: step("bfloat16", backend()),
+              "step_bf16_captured": lambda: step("bfloat16", backend(), capture=True),
               "cli_train": lambda: cli_train(backend(), args.out), "preview": lambda: preview(backend(), args.out, min(PHASES["preview"], report.left()) - 3)}
     for name, fn in phases.items():
         if name in NEEDS_GSPLAT and not build.built():

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.cameras import Cameras, fibonacci_lattice
+from .captured import CapturedStep
 from .prior import denoising_target, eps_from_prediction
 
 ADAPTER = "esd_lora"
@@ -98,6 +99,10 @@ class VariationalConfig:
     spread evenly over the sphere, weighted by a softmax of `camera_map_sharpness` x the cosine between the
     camera's direction from the origin and each pin (cameras must look at the origin, as both worlds'
     orbits do). A view's step moves mostly the grids near it, so the map keeps up with a changing object."""
+    capture: bool = False
+    """CUDA only: the training step (forward, backward, AdamW) as one CUDA graph, captured at the first step and
+    again after a resume or a rollback (guidance/captured.py); its draws are the device's. Not yet measured on a
+    GPU: off by default until the device check has run it."""
     camera_map_sharpness: float = 20.0
     """Of the pinned grids' softmax: at 20 a pin 18 deg from the camera weighs 1/e of one on it."""
 
@@ -257,7 +262,8 @@ class UNetVariational(nn.Module):
         # over tensors took a quarter of a demo step on the CPU (docs/benchmarks.md)
         self.optimizer = torch.optim.AdamW([{"params": trainable}, {"params": camera,
                                                                    "lr": cfg.lr * cfg.camera_lr_scale}],
-                                           lr=cfg.lr, betas=(0.9, 0.99), fused=True)
+                                           lr=cfg.lr, betas=(0.9, 0.99), fused=True, capturable=cfg.capture)
+        self.captured = CapturedStep(self) if cfg.capture else None
 
     def _gate_lora_layers(self, unet) -> None:
         """Lets one UNet call run the LoRA on some rows and only the base weights on others (camera_rows): each
@@ -295,7 +301,10 @@ class UNetVariational(nn.Module):
     def update(self, latents: Tensor, c2w_flat: Tensor, snapshot: Snapshot) -> dict[str, Tensor]:
         """One optimiser step of the denoising loss on the detached latents at `train_steps` timesteps each;
         returns the loss (a 0-d tensor, not read here: reading it would wait for the device)."""
-        return {"variational_loss": self.denoising_step(latents.detach().float(), c2w_flat, self.cfg.train_steps)}
+        latents = latents.detach().float()
+        if self.captured:
+            return {"variational_loss": self.captured(latents, c2w_flat, self.cfg.train_steps)}
+        return {"variational_loss": self.denoising_step(latents, c2w_flat, self.cfg.train_steps)}
 
     def denoising_step(self, latents: Tensor, c2w_flat: Tensor, repeats: int = 1) -> Tensor:
         """The standard denoising loss at uniform t on `repeats` copies of the batch (fresh t and noise each,
@@ -329,3 +338,5 @@ class UNetVariational(nn.Module):
             for name, value in state["params"].items():
                 params[name].copy_(value)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.captured:  # new optimiser state: the graph held the old one's tensors
+            self.captured.invalidate()
