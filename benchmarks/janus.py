@@ -151,10 +151,14 @@ SETTINGS = {  # name: (flags, methods)
     # 100-103 (benchmarks/tinysd_web_tuning.yaml; results.md section 9)
     "tinysd-web": (["--prior.view-dependent-prompt", *SD_CLASS_EMBEDDING],
                    ["sds", "vsd", "esd_lam0.5", "esd_lam1.0", "sds-perpneg", "debiased-sds"]),
+    # the decisive pair of tinysd-web (VSD against its best ESD row) again on seeds 20-39, as one `esd-gs batch`
+    # (benchmarks/tinysd_web_recheck.yaml, stored with --record)
+    "tinysd-web-recheck": (["--prior.view-dependent-prompt", *SD_CLASS_EMBEDDING], ["vsd", "esd_lam1.0"]),
     "demo-fresh": ([], ["vsd", "esd"]),
 }
 AS_SHIPPED = ("demo-fresh",)  # settings that measure a preset as it ships: they follow its network on purpose
-PRESETS = {"tinysd": "tiny-sd", "tinysd-pins64": "tiny-sd", "tinysd-web": "tiny-sd-web"}  # the others: demo
+PRESETS = {"tinysd": "tiny-sd", "tinysd-pins64": "tiny-sd", "tinysd-web": "tiny-sd-web",
+           "tinysd-web-recheck": "tiny-sd-web"}  # the others: demo
 COLLAPSED_DEG = 30.0
 """A consistent run's view error stays under this: the oracle rows reach at most 12.3 deg (20 of 20 runs) and
 the consistent runs of every row before 2026-12-06 under 30 but for 5 of ~300 (30-48 deg); a demo VSD run
@@ -184,6 +188,9 @@ class Args:
     tuning and re-check batches) and exit."""
     table_only: bool = False
     """Only rewrite results.md's table from janus.json (no runs)."""
+    record: Path | None = None
+    """Store this `esd-gs batch` folder's finished runs as the rows of the one setting in --settings (no runs;
+    each run's preset, seed and flags must be the setting's): re-checks run as a batch of their own."""
 
 
 def run_name(setting: str, method: str, seed: int) -> str:
@@ -275,8 +282,32 @@ def batch_results(batch_dir: Path) -> dict:
     return {batch_dir.name: methods}
 
 
+def recorded(args: Args) -> tuple[str, dict]:
+    """The one setting of --settings and its rows from the --record batch, every run checked against job()."""
+    if len(args.settings) != 1:
+        raise SystemExit("--record stores one setting: name it with --settings")
+    setting = args.settings[0]
+    (rows,) = batch_results(args.record).values()
+    if sorted(rows) != sorted(SETTINGS[setting][1]):
+        raise SystemExit(f"{args.record} holds {sorted(rows)}, setting {setting} has {SETTINGS[setting][1]}")
+    for r in json.loads((args.record / "index.json").read_text()):
+        method, seed = r["run_name"].rsplit("-s", 1)
+        j = job(args, setting, method, int(seed))
+        flags = ["--run-name", r["run_name"], "--preset", j["preset"], "--seed", seed, *j["args"]]
+        if r["status"] == "done" and r["args"] != flags:
+            raise SystemExit(f"{r['run_name']} was not run with setting {setting}'s flags: {' '.join(r['args'])}")
+    return setting, {m: rows[m] for m in SETTINGS[setting][1]}
+
+
 def main() -> None:
     args = tyro.cli(Args)
+    if args.record:
+        setting, rows = recorded(args)
+        path = args.results_dir / "janus.json"
+        results = json.loads(path.read_text())
+        results[setting] = rows
+        path.write_text(json.dumps(results, indent=1) + "\n")
+        args.table_only = True
     if args.summarize:
         print(table({name: m for d in args.summarize for name, m in batch_results(d).items()}))
         return

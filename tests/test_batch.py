@@ -182,7 +182,8 @@ def killed_driver_then_rerun(tmp_path):
         assert (out / name / "splats.ply").stat().st_mtime_ns == stamps[name]
     for row in done:
         assert (out / row["run_name"] / "splats.ply").is_file() and "janus" in row["metrics"]
-        assert row["args"].count("--run-name") <= 1  # never doubled (a reused row lists the job's own flags)
+        # the job's own flags, whether trained by this driver or reused (not the worker's --output-dir ...)
+        assert row["args"].count("--run-name") <= 1 and "--output-dir" not in row["args"], row["args"]
         steps = [json.loads(line)["step"] for line in (out / row["run_name"] / "metrics.jsonl").read_text().splitlines()]
         assert steps == list(range(1, 21))
     assert (out / "index.csv").read_text().count("\n") == 7

@@ -75,3 +75,29 @@ def test_outcomes_count_a_collapsed_head_apart(janus):
            "iq": [0.5] * 5}
     line = janus.table({"s": {"vsd": row}}).splitlines()[-1]
     assert line.startswith("| s | vsd | 0.40 [") and "| 1 | 1.00 |" in line, line
+
+
+def test_a_recorded_batch_must_have_run_its_settings_flags(janus, tmp_path):
+    """--record stores a batch's runs as a setting's rows only when each ran with that setting's preset, seed
+    and flags (a re-check run as its own batch); a run with any other flag is refused, naming it."""
+    import json
+
+    setting = "tinysd-web-recheck"
+    rows = []
+    for method in janus.SETTINGS[setting][1]:
+        for seed in (20, 21):
+            j = janus.job(janus.Args(), setting, method, seed)
+            name = f"{method}-s{seed}"
+            (tmp_path / name).mkdir()
+            report = {k: (seed if k == "view_error_deg" else 1) for k in janus.METRICS}
+            (tmp_path / name / "janus.json").write_text(json.dumps(report))
+            rows.append({"run_name": name, "status": "done",
+                         "args": ["--run-name", name, "--preset", j["preset"], "--seed", str(seed), *j["args"]]})
+    (tmp_path / "index.json").write_text(json.dumps(rows))
+    args = janus.Args(settings=[setting], record=tmp_path)
+    assert janus.recorded(args) == (setting, {m: {**{k: [1, 1] for k in janus.METRICS}, "view_error_deg": [20, 21]}
+                                             for m in janus.SETTINGS[setting][1]})
+    rows[1]["args"] = [a if a != "vsd" else "sds" for a in rows[1]["args"]]
+    (tmp_path / "index.json").write_text(json.dumps(rows))
+    with pytest.raises(SystemExit, match="vsd-s21 was not run with setting tinysd-web-recheck's flags"):
+        janus.recorded(args)

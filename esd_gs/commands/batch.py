@@ -372,8 +372,7 @@ def check_schedulable(pending: list[Job], asks: dict[int, dict], cluster: dict) 
 
 
 def initial_rows(planned: list[Job], batch_dir: Path) -> tuple[dict[int, dict], list[Job]]:
-    """Each job's row before anything runs (failed to plan, changed, done, or pending) and the pending jobs,
-    their flags completed with where they write."""
+    """Each job's row before anything runs (failed to plan, changed, done, or pending) and the pending jobs."""
     before = previous_rows(batch_dir)
     rows, pending = {}, []
     for job in planned:
@@ -388,8 +387,6 @@ def initial_rows(planned: list[Job], batch_dir: Path) -> tuple[dict[int, dict], 
             rows[job.index] = row(job, "done", old.get("seconds"), metrics=old.get("metrics") or
                                   finished_metrics(job.run_dir))
         else:
-            job.argv = [*without_flag(job.argv, "--run-name"), "--output-dir", str(batch_dir),
-                        "--run-name", job.run_name, "--log.no-progress"]  # --resume or --overwrite: train_job
             (job.run_dir / RUNNING).unlink(missing_ok=True)  # left by a worker of a killed batch
             pending.append(job)
             rows[job.index] = row(job, "pending")
@@ -455,7 +452,9 @@ def run_jobs(pending: list[Job], rows: dict[int, dict], batch_dir: Path, asks: d
 
     task, refs, started = ray.remote(train_job), {}, {}
     for job in pending:
-        refs[task.options(**asks[job.index], max_retries=0).remote(job.argv, str(job.run_dir), threads)] = job
+        argv = [*without_flag(job.argv, "--run-name"), "--output-dir", str(batch_dir), "--run-name", job.run_name,
+                "--log.no-progress"]  # train_job adds --resume or --overwrite; the index keeps the job's own flags
+        refs[task.options(**asks[job.index], max_retries=0).remote(argv, str(job.run_dir), threads)] = job
         started[job.index] = time.time()
         rows[job.index] = row(job, "submitted")
     write_index(batch_dir, list(rows.values()))
