@@ -16,6 +16,7 @@ the nearest (RMS) render of the true head on an azimuth x elevation grid gives i
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -114,11 +115,14 @@ def sampler_fairness(pipe, prompt: str, n: int, seed: int, cfg: SyntheticConfig,
 
     references, original, out = reference_views(cfg), pipe.scheduler, {}
     try:
-        for name, kind in (("PNDM", PNDMScheduler), ("DDIM", DDIMScheduler), ("Euler ancestral",
-                                                                            EulerAncestralDiscreteScheduler)):
-            pipe.scheduler = kind.from_config(original.config)
-            azimuths = classify_azimuths(sample(pipe, prompt, n, seed, steps), references)
-            out[name] = {"entropy_ratio": azimuth_entropy_ratio(azimuths), "hist": azimuth_histogram(azimuths).tolist()}
+        with warnings.catch_warnings():  # diffusers' Euler scheduler makes np.array of a tensor: numpy 2 deprecates it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for name, kind in (("PNDM", PNDMScheduler), ("DDIM", DDIMScheduler),
+                               ("Euler ancestral", EulerAncestralDiscreteScheduler)):
+                pipe.scheduler = kind.from_config(original.config)
+                azimuths = classify_azimuths(sample(pipe, prompt, n, seed, steps), references)
+                out[name] = {"entropy_ratio": azimuth_entropy_ratio(azimuths),
+                             "hist": azimuth_histogram(azimuths).tolist()}
     finally:
         pipe.scheduler = original
     return out
