@@ -72,6 +72,7 @@ class StepArgs:
     steps: int = 10
     """Timed steps without synchronisation (it/s as in training); then as many with each component timed."""
     warmup: int = 3
+    """Untimed steps first (allocations, cuDNN's choices, the first refine's growth)."""
     eager: bool = False
     """Separate UNet calls for the prior and the variational score (`train --eager`) instead of one fused call."""
     capture: bool = False

@@ -23,17 +23,26 @@ class RenderArgs:
     output: Path | None = None
     """File (.gif/.mp4) or folder (png); default: turntable_render.<format> next to the PLY."""
     format: Literal["gif", "mp4", "png"] = "gif"
-    frames: int = 36
-    resolution: int = 256
-    elevation_deg: float = VIEW_ELEVATION_DEG
-    radius: float = ORBIT_RADIUS
-    fovy_deg: float = ORBIT_FOVY_DEG
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    fps: int = 15
+    """Frames a second of the GIF or MP4."""
     depth: bool = False
     """Also write the depth turntable (grey, near = dark) as <output>_depth."""
-    fps: int = 15
+    frames: int = 36
+    """Views round the orbit, evenly spaced in azimuth."""
+    resolution: int = 256
+    """Square images of this many pixels a side."""
+    elevation_deg: float = VIEW_ELEVATION_DEG
+    """Camera elevation in degrees above the horizontal (default: the orbit of previews and turntables)."""
+    radius: float = ORBIT_RADIUS
+    """Camera distance from the centre."""
+    fovy_deg: float = ORBIT_FOVY_DEG
+    """Vertical field of view."""
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """RGB in [0, 1] behind the splats."""
     backend: Literal["auto", "torch", "gsplat"] = "auto"
+    """Rasterizer (auto: gsplat on CUDA, ours on CPU)."""
     device: str = "auto"
+    """auto (CUDA when there is one), cpu, cuda or cuda:N."""
 
 
 def cmd_render(argv: list[str]) -> None:
