@@ -296,6 +296,25 @@ def test_gpu_check_parity_keeps_what_pytest_printed_when_cut_off(monkeypatch):
     assert check.parity(52) == {"exit_code": 0, "summary": "3 passed in 21.6s", "output_tail": "x\n3 passed in 21.6s"}
 
 
+def test_gpu_check_says_whether_gsplat_was_built_ahead_or_compiled(tmp_path):
+    """The gsplat phase's report: the import's time, and prebuilt true only when gsplat took the extension of
+    the wheel built ahead (gsplat.csrc), not its JIT module; a failed build keeps its output."""
+    import subprocess
+
+    check = load_script("benchmarks/gpu/check.py", "gpu_check")
+    build = object.__new__(check.GsplatBuild)
+    build.env, build.log, build.t0 = {"MAX_JOBS": "14", "TORCH_CUDA_ARCH_LIST": "9.0"}, tmp_path / "log", 0.0
+    build.proc = subprocess.Popen(["true"])
+    build.proc.wait()
+    for line, prebuilt in (("GSPLAT_OK 0.9 gsplat.csrc", True), ("GSPLAT_OK 64.2 gsplat_cuda", False)):
+        build.log.write_text(f"gsplat: Setting up CUDA\n{line}\n")
+        result = build.wait()
+        assert result["built"] and result["prebuilt"] is prebuilt and result["build_s"] == float(line.split()[1])
+    build.log.write_text("error: nvcc failed\n")
+    result = build.wait()
+    assert not result["built"] and "prebuilt" not in result and result["error"] == "error: nvcc failed"
+
+
 def test_gpu_wheel_list_resolves(tmp_path, repo):
     """Every wheel the GPU machine needs exists for its Python 3.12 (asks PyPI; skipped offline)."""
     import socket

@@ -4,7 +4,8 @@
 Phases, each with a time budget (PHASES; they sum to <= 360 s) and recorded in OUT/gpu_report.json as
 run / failed (with the error) / skipped (with why) the moment it ends, so a killed run keeps what it measured:
   environment   versions, GPU, nvcc; starts gsplat's JIT build in a child process (MAX_JOBS = cores - 2,
-                TORCH_CUDA_ARCH_LIST=9.0) that compiles beside the next phase
+                TORCH_CUDA_ARCH_LIST=9.0) that compiles beside the next phase; with the wheel that
+                build_gsplat.sh built ahead in .whl/, gsplat loads that instead (prebuilt: true)
   prepare       writes random weights in Stable Diffusion 2.1-base's layout (full-size UNet and VAE, fp16
                 variant files only: the usual half-precision download) for the phases below to load
   gsplat_build  waits for the build: its time, or its exact error
@@ -132,7 +133,8 @@ class GsplatBuild:
     """gsplat's JIT build in a child process, so that a failure or a hang cannot take this run with it."""
 
     CODE = ("import time; t = time.time(); import gsplat.cuda._backend as b; "
-            "print('GSPLAT_OK' if b._C is not None else 'GSPLAT_NONE', round(time.time() - t, 1))")
+            "print('GSPLAT_OK' if b._C is not None else 'GSPLAT_NONE', round(time.time() - t, 1), "
+            "getattr(b._C, '__name__', None))")  # gsplat.csrc: the wheel built ahead (build_gsplat.sh); else JIT
 
     def __init__(self, log: Path):
         env = {**os.environ, "MAX_JOBS": os.environ.get("MAX_JOBS", str(max(1, (os.cpu_count() or 4) - 2))),
@@ -155,7 +157,8 @@ class GsplatBuild:
         result = {"built": self.built(), "wall_s": round(time.monotonic() - self.t0, 1),
                   "max_jobs": self.env["MAX_JOBS"], "arch_list": self.env["TORCH_CUDA_ARCH_LIST"]}
         if result["built"]:
-            result["build_s"] = float(text.split("GSPLAT_OK")[1].split()[0])
+            seconds, module = text.split("GSPLAT_OK")[1].split()[:2]
+            result["build_s"], result["prebuilt"] = float(seconds), module == "gsplat.csrc"
         else:
             result["error"] = text.strip()[-4000:]
         return result
