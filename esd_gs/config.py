@@ -327,8 +327,14 @@ def check_sizes(cfg: TrainConfig) -> None:
 
 def check_combinations(cfg: TrainConfig) -> None:
     """Settings that do not go together."""
-    if cfg.variational.capture and pick_device(cfg.device).type != "cuda":
-        raise UserError("--variational.capture captures CUDA graphs: it needs a CUDA device (--device cuda)")
+    for flag, on in (("--variational.capture", cfg.variational.capture), ("--prior.capture", cfg.prior.capture)):
+        if on and pick_device(cfg.device).type != "cuda":
+            raise UserError(f"{flag} captures CUDA graphs: it needs a CUDA device (--device cuda)")
+    if cfg.prior.capture and (cfg.eager or cfg.world != "stable-diffusion" or cfg.guidance not in ("vsd", "esd")
+                              or cfg.prior.perp_neg or cfg.variational.lora_rank == 0
+                              or cfg.variational.base_model != "shared"):
+        raise UserError("--prior.capture graphs the one UNet call of VSD and ESD (Stable Diffusion world, the LoRA on "
+                        "the prior's UNet: variational.base_model shared), which --eager and Perp-Neg do not make")
     if cfg.render.batch_size <= 0:
         raise UserError(f"render.batch_size must be positive (got {cfg.render.batch_size})")
     if cfg.world == "synthetic" and cfg.render.resolution != cfg.synthetic.resolution:
@@ -368,7 +374,7 @@ BEFORE_ADDED = {"densify.grow_top": 0.0, "densify.prune_large": False}
 
 # what may differ when a run is resumed: its length, where things are, how it is logged
 RESUMABLE = ("steps", "resume", "overwrite", "preset", "output_dir", "run_name", "device", "model_path", "eager",
-             "variational.capture", "render.backend", "log.", "viewer", "viewer_port", "viewer_every")
+             "variational.capture", "prior.capture", "render.backend", "log.", "viewer", "viewer_port", "viewer_every")
 
 
 def flatten(data: dict, prefix: str = "") -> dict:

@@ -108,3 +108,45 @@ def test_captured_variational_step_trains_and_is_captured_again_after_a_resume(t
     assert resumed.objective.variational.captured.graph is None  # the resume's optimiser state: capture again
     resumed.train()
     assert resumed.objective.variational.captured.graph is not None
+
+
+def test_graphed_fused_call_equals_the_fused_call_and_follows_the_lora(tiny_sd, tmp_path):
+    """--prior.capture: the fused UNet call replayed from its CUDA graph gives the eager call's (eps_prior, eps_q),
+    and still does after the LoRA's weights change in place (the graph reads them where they lie: no capture
+    again after an update or a resume); lam's other row count gets a graph of its own."""
+    from esd_gs.config import TrainConfig
+    from esd_gs.guidance.fused import fused_eps
+    from esd_gs.guidance.graphed import GraphedForward
+    from esd_gs.run.trainer import Trainer
+
+    cfg = TrainConfig(prompt="a corgi", model_path=str(tiny_sd), guidance="esd", steps=2, output_dir=tmp_path,
+                      run_name="graphed", device="cuda", dtype="float32")
+    cfg.render.resolution, cfg.render.batch_size, cfg.gaussians.num_points, cfg.log.progress = 64, 2, 300, False
+    with Trainer(cfg) as trainer:
+        prior, var = trainer.objective.prior, trainer.objective.variational
+        unet_cfg = prior.unet.config
+        g = torch.Generator(device="cuda").manual_seed(0)
+        x_t = torch.randn(2, unet_cfg.in_channels, unet_cfg.sample_size, unet_cfg.sample_size, device="cuda",
+                          generator=g)
+        t = torch.tensor([150, 700], device="cuda")
+        c2w_flat = trainer.objective.views(0, trainer.generator).cameras.to("cuda").camera_embedding_input()
+        graphed = GraphedForward(prior.unet)
+
+        def both(lam):
+            args = (prior, var, x_t, t, ["front", "back"], 7.5, c2w_flat, lam)
+            return fused_eps(*args), fused_eps(*args, forward=graphed)
+
+        (eager, replayed) = both(0.5)
+        for a, b in zip(eager, replayed):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():  # an optimiser step's in-place update of the LoRA
+            for p in var.trainable:
+                p.add_(0.05 * torch.randn(p.shape, device="cuda", generator=g))
+        (moved, moved_replayed) = both(0.5)
+        assert not torch.allclose(moved[1], eager[1], atol=1e-4)  # the update reached the branches
+        for a, b in zip(moved, moved_replayed):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+        assert len(graphed.graphs) == 1
+        for a, b in zip(*both(1.0)):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+        assert len(graphed.graphs) == 2

@@ -597,10 +597,26 @@ def test_the_capturable_step_draws_on_the_device_and_its_warm_up_is_undone(prior
     assert state and all(not t.any() for t in state)  # as a fresh optimiser's
 
 
-def test_capture_needs_a_cuda_device(tmp_path):
+@pytest.mark.parametrize("flag", ["--variational.capture", "--prior.capture"])
+def test_capture_needs_a_cuda_device(tmp_path, flag):
     from conftest import assert_clean_error, cli
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is here")
-    assert_clean_error(cli("train", "--preset", "tiny-sd", "--variational.capture", "--output-dir", tmp_path / "o"),
-                       "--variational.capture", tmp_path / "o")
+    assert_clean_error(cli("train", "--preset", "tiny-sd", flag, "--output-dir", tmp_path / "o"), flag, tmp_path / "o")
+
+
+def test_prior_capture_needs_the_fused_call(monkeypatch):
+    """--prior.capture graphs the one UNet call of VSD/ESD with the LoRA on the prior's UNet: where a run makes no
+    such call (--eager, SDS, Perp-Neg, a LoRA on another base model, the synthetic world) it says so."""
+    import esd_gs.config
+    from esd_gs.commands.args import parse_train_args
+    from esd_gs.errors import UserError
+
+    monkeypatch.setattr(esd_gs.config, "pick_device", lambda name: torch.device("cuda"))  # as on a GPU machine
+    esd_gs.config.check_combinations(parse_train_args(["--preset", "tiny-sd", "--prior.capture"]))
+    for flags in (["--eager"], ["--guidance", "sds"], ["--prior.perp-neg"], ["--variational.base-model", "sd21"],
+                  ["--world", "synthetic"]):
+        cfg = parse_train_args(["--preset", "tiny-sd", "--prior.capture", *flags])
+        with pytest.raises(UserError, match="--prior.capture graphs the one UNet call"):
+            esd_gs.config.check_combinations(cfg)

@@ -271,7 +271,8 @@ def test_gpu_check_dry_run_writes_the_report(tmp_path, repo):
     assert statuses["environment"] == "run" and set(statuses.values()) <= {"run", "skipped"}, statuses
     budgets = {name: s["budget_s"] for name, s in report["phases"].items()}
     assert report["budget_s"] == sum(budgets.values()) <= 360
-    assert {"step_bf16_eager", "step_bf16", "step_bf16_captured", "cli_train", "preview"} <= set(budgets)
+    assert {"step_bf16_eager", "step_bf16", "step_bf16_captured", "step_bf16_graphed", "cli_train",
+            "preview"} <= set(budgets)
     listed = r.stdout.splitlines()[0]
     assert all(f"{name} {budget}" in listed for name, budget in budgets.items()), listed
     assert (tmp_path / "gpu_check.log").exists()

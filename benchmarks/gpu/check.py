@@ -16,6 +16,7 @@ run / failed (with the error) / skipped (with why) the moment it ends, so a kill
                 peak allocated and reserved memory, TFLOP per step, ratio to the bf16 floor
   step_bf16     the same on the default path (one fused UNet call for the prior and the branches)
   step_bf16_captured  the same with the variational score's training step as a CUDA graph (--variational.capture)
+  step_bf16_graphed  and the fused UNet call replayed from CUDA graphs as well (--prior.capture)
   cli_train     `esd-gs train --preset sd21-esd` through the CLI on those weights: 100 steps at 512, densifying,
                 a checkpoint and splats.ply; the median it/s after 20 steps
   preview       `esd-gs train --preset sd21-preview` through the CLI: exit code, the training's wall time, steps
@@ -39,10 +40,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = Path("/tmp/esd-gs-gpu-check/sd21-random")
 PHASES = {  # name: budget in seconds (the whole check: their sum, <= 360)
-    "environment": 5, "prepare": 30, "gsplat_build": 80, "parity": 45, "raster": 5,
-    "step_bf16_eager": 22, "step_bf16": 22, "step_bf16_captured": 22, "cli_train": 52, "preview": 75,
+    "environment": 5, "prepare": 30, "gsplat_build": 58, "parity": 45, "raster": 5,
+    "step_bf16_eager": 22, "step_bf16": 22, "step_bf16_captured": 22, "step_bf16_graphed": 22, "cli_train": 52,
+    "preview": 75,
 }  # 2026-11-30 on an H200: prepare 19 s, gsplat's build 64 s after it (81 s in all), parity over 30 s (its pytest
-# start, the tiny pipeline's build), a step phase 15 s, the CLI's 50 steps 43 s
+# start, the tiny pipeline's build), a step phase 15 s, the CLI's 50 steps 43 s. gsplat_build: ~1 s with the wheel
+# build_gsplat.sh makes; should gsplat compile after all, it goes on beside the phases after (parity, raster wait)
 NEEDS_GSPLAT = ("parity", "raster")
 
 
@@ -197,11 +200,12 @@ def raster() -> dict:
                         for n in (100_000, 1_000_000)]}
 
 
-def step(dtype: str, backend: str, eager: bool = False, capture: bool = False) -> dict:
+def step(dtype: str, backend: str, eager: bool = False, capture: bool = False, prior_capture: bool = False) -> dict:
     from esd_gs.commands.bench import StepArgs, bench_step
 
     return bench_step(StepArgs(full_size=True, model_path=str(WEIGHTS), dtype=dtype, resolution=512,
-                               camera_map_pins=64, steps=10, warmup=3, backend=backend, eager=eager, capture=capture))
+                               camera_map_pins=64, steps=10, warmup=3, backend=backend, eager=eager, capture=capture,
+                               prior_capture=prior_capture))
 
 
 def train_command(preset: str, backend: str, run_dir: Path, *flags: str) -> list[str]:
@@ -295,6 +299,7 @@ def main() -> None:
               "step_bf16_eager": lambda: step("bfloat16", backend(), eager=True),
               "step_bf16": lambda: step("bfloat16", backend()),
               "step_bf16_captured": lambda: step("bfloat16", backend(), capture=True),
+              "step_bf16_graphed": lambda: step("bfloat16", backend(), capture=True, prior_capture=True),
               "cli_train": lambda: cli_train(backend(), args.out), "preview": lambda: preview(backend(), args.out, min(PHASES["preview"], report.left()) - 3)}
     for name, fn in phases.items():
         if name in NEEDS_GSPLAT and not build.built():

@@ -274,7 +274,7 @@ def run_state(run_dir: Path) -> str:
 
 # settings that do not change what a run trains (where it is, how it is logged and run)
 NOT_TRAINING = ("resume", "overwrite", "preset", "output_dir", "run_name", "device", "eager", "variational.capture",
-                "render.backend", "log.", "viewer", "viewer_port", "viewer_every")
+                "prior.capture", "render.backend", "log.", "viewer", "viewer_port", "viewer_every")
 
 
 def changed_settings(job: Job) -> str | None:

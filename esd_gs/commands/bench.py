@@ -77,6 +77,8 @@ class StepArgs:
     """Separate UNet calls for the prior and the variational score (`train --eager`) instead of one fused call."""
     capture: bool = False
     """CUDA: the variational score's training step as one CUDA graph (`--variational.capture`)."""
+    prior_capture: bool = False
+    """CUDA: the one UNet call of the prior and the branches replayed from CUDA graphs (`--prior.capture`)."""
     count_ops: bool = False
     """Also count the operations torch dispatches in one step, by component: on a GPU each is about one kernel
     launch, so this is what a launch-bound step's time follows (counted the same on a CPU)."""
@@ -233,7 +235,7 @@ def _step_config(args: StepArgs, device: torch.device, out_dir: str):
     cfg = dataclasses.replace(cfg, guidance=args.guidance, output_dir=out_dir, run_name="bench", steps=10**6,
                               device=str(device))
     cfg.log.progress = False
-    cfg.eager, cfg.variational.capture = args.eager, args.capture
+    cfg.eager, cfg.variational.capture, cfg.prior.capture = args.eager, args.capture, args.prior_capture
     cfg.densify.enabled = args.densify
     cfg.dtype, cfg.model_path = args.dtype, args.model_path
     if args.camera_map_pins:
@@ -315,7 +317,7 @@ def bench_step(args: StepArgs) -> dict:
             n_gaussians = len(trainer.splats["means"])
     result = {
         "bench": "step", "guidance": args.guidance, "eager": args.eager, "capture": args.capture,
-        "full_size": args.full_size,
+        "prior_capture": args.prior_capture, "full_size": args.full_size,
         "device": device_name(device),
         "dtype": str(dtype).removeprefix("torch."), "resolution": cfg.render.resolution,
         "batch_size": cfg.render.batch_size, "camera_map_pins": cfg.variational.camera_map_pins,

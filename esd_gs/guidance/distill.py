@@ -23,6 +23,7 @@ from ..core.objective import Background, StepLoss, Views, sample_backgrounds
 from ..core.timing import SectionTimer
 from ..render import render_frames
 from .fused import fusable, fused_eps
+from .graphed import GraphedForward
 from .perp_neg import PerpNegPrompts, perp_neg_eps, perp_neg_prompts
 from .prior import Prior, alphabar
 from .variational import Variational, mix_branches
@@ -54,6 +55,9 @@ class PriorConfig:
     grad_clip_final: float | None = None
     """Debiased-SDS's score debiasing (Hong et al. 2023; threestudio's grad_clip=[0, 0.5, 2.0, 10000]): the
     clip threshold grows linearly from grad_clip at the first step to this value at the last."""
+    capture: bool = False
+    """CUDA only: the one UNet call for the prior's rows and ESD's branches (VSD/ESD with the LoRA on the
+    prior's UNet) replayed from CUDA graphs (guidance/graphed.py). Not yet measured on a GPU: off by default."""
 
 
 def clip_threshold(step: int, total_steps: int, cfg: PriorConfig) -> float | None:
@@ -85,16 +89,18 @@ def distillation_loss(latents: Tensor, grad: Tensor) -> Tensor:
 
 def distillation_grad(prior: Prior, variational: Variational | None, rule: Rule, lam: float, latents: Tensor,
                       t: Tensor, noise: Tensor, c2w_flat: Tensor, prompts: list[str] | PerpNegPrompts | None,
-                      scale: float, timer: SectionTimer | None = None, fused: bool = False) -> Tensor:
+                      scale: float, timer: SectionTimer | None = None, fused: bool = False,
+                      forward: GraphedForward | None = None) -> Tensor:
     """w(t) (eps_prior_cfg(x_t) - eps_q) for latents noised to t with `noise` (no autograd). `prompts`: None
     (the plain prompt), a view direction per row, or Perp-Neg's conditionings. fused: one UNet call for the
-    prior and the variational branches where they share it (guidance/fused.py)."""
+    prior and the variational branches where they share it (guidance/fused.py); forward: that call's graphs."""
     timer = timer or SectionTimer()
     x_t = prior.scheduler.add_noise(latents.detach(), noise, t)
     w = 1 - alphabar(prior.scheduler, t, latents)
     if fused and rule != "sds" and not isinstance(prompts, PerpNegPrompts) and fusable(prior, variational):
         with timer("prior_and_variational"):
-            eps_prior, eps_q = fused_eps(prior, variational, x_t, t, prompts, scale, c2w_flat, 0.0 if rule == "vsd" else lam)
+            eps_prior, eps_q = fused_eps(prior, variational, x_t, t, prompts, scale, c2w_flat,
+                                         0.0 if rule == "vsd" else lam, forward)
         return w * (eps_prior - eps_q)
     with timer("prior"):
         if isinstance(prompts, PerpNegPrompts):
@@ -121,6 +127,7 @@ class DistillationObjective:
         self.total_steps, self.stage2_step, self.background, self.fused = total_steps, stage2_step, background, fused
         self.scale = cfg.guidance_scale if cfg.guidance_scale is not None else (100.0 if rule == "sds" else 7.5)
         self.timer = SectionTimer()
+        self.forward = GraphedForward(prior.unet) if cfg.capture and fused else None
 
     def views(self, step: int, generator: torch.Generator) -> Views:
         cams = sample_orbit(self.cameras, self.batch_size, self.resolution, generator)
@@ -145,7 +152,7 @@ class DistillationObjective:
         c2w_flat = views.cameras.to(latents.device).camera_embedding_input()  # uploaded once a step
         lam = self.lam if self.lam_final is None or step < self.stage2_step else self.lam_final
         grad = distillation_grad(prior, self.variational, self.rule, lam, latents, t, noise, c2w_flat,
-                                 self.prompts(views.cameras), self.scale, self.timer, self.fused)
+                                 self.prompts(views.cameras), self.scale, self.timer, self.fused, self.forward)
         clip = clip_threshold(step, self.total_steps, self.cfg)
         if clip is not None:
             grad = grad.clamp(-clip, clip)

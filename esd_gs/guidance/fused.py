@@ -16,11 +16,14 @@ branches exactly as `UNetVariational.eps_branches` (tests/test_guidance.py). `--
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
+from .graphed import unet_forward
 from .prior import eps_from_prediction
-from .variational import UNetVariational, camera_rows, mix_branches, split_branches
+from .variational import UNetVariational, mix_branches, split_branches
 
 
 def fusable(prior, variational) -> bool:
@@ -31,8 +34,9 @@ def fusable(prior, variational) -> bool:
 
 @torch.no_grad()
 def fused_eps(prior, variational: UNetVariational, x_t: Tensor, t: Tensor, directions: list[str] | None,
-              scale: float, c2w_flat: Tensor, lam: float) -> tuple[Tensor, Tensor]:
-    """(eps_prior_cfg, eps_q) for x_t [B,...] at t, from one UNet call; directions: a view per row or None."""
+              scale: float, c2w_flat: Tensor, lam: float, forward=None) -> tuple[Tensor, Tensor]:
+    """(eps_prior_cfg, eps_q) for x_t [B,...] at t, from one UNet call; directions: a view per row or None;
+    forward: how the UNet is called (graphed.unet_forward, or its CUDA graphs: a GraphedForward)."""
     B = len(x_t)
     branches = variational.branch_labels(c2w_flat, B, lam)
     rows = 2 + len(branches)
@@ -40,8 +44,7 @@ def fused_eps(prior, variational: UNetVariational, x_t: Tensor, t: Tensor, direc
                       variational.text.to(prior.dtype).expand(B * len(branches), -1, -1)])
     labels = torch.cat([variational.unet.class_embedding.labels(None, 2 * B, prior_rows=True), *branches])
     x, tt = x_t.repeat(rows, 1, 1, 1), t.repeat(rows)
-    with camera_rows(prior.unet, labels):
-        pred = prior.unet(x.to(prior.dtype), tt, encoder_hidden_states=text, class_labels=labels).sample
+    pred = (forward or partial(unet_forward, prior.unet))(x.to(prior.dtype), tt, text, labels)
     eps = eps_from_prediction(pred, x, tt, prior.scheduler).chunk(rows)
     eps_uncond, eps_cond = eps[:2]
     return eps_uncond + scale * (eps_cond - eps_uncond), mix_branches(lam, *split_branches(eps[2:], lam))
