@@ -21,9 +21,8 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from .graphed import unet_forward
 from .prior import eps_from_prediction
-from .variational import UNetVariational, mix_branches, split_branches
+from .variational import UNetVariational, mix_branches, split_branches, unet_forward
 
 
 def fusable(prior, variational) -> bool:
@@ -36,7 +35,7 @@ def fusable(prior, variational) -> bool:
 def fused_eps(prior, variational: UNetVariational, x_t: Tensor, t: Tensor, directions: list[str] | None,
               scale: float, c2w_flat: Tensor, lam: float, forward=None) -> tuple[Tensor, Tensor]:
     """(eps_prior_cfg, eps_q) for x_t [B,...] at t, from one UNet call; directions: a view per row or None;
-    forward: how the UNet is called (graphed.unet_forward, or its CUDA graphs: a GraphedForward)."""
+    forward: how the UNet is called (unet_forward, or its CUDA graphs: graphed.GraphedForward)."""
     B = len(x_t)
     branches = variational.branch_labels(c2w_flat, B, lam)
     rows = 2 + len(branches)

@@ -13,13 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .variational import camera_rows
-
-
-def unet_forward(unet, x: Tensor, t: Tensor, text: Tensor, labels: Tensor) -> Tensor:
-    """The UNet's prediction for rows x at t with their text and camera labels (the LoRA gated per row)."""
-    with camera_rows(unet, labels):
-        return unet(x, t, encoder_hidden_states=text, class_labels=labels).sample
+from .variational import unet_forward
 
 
 class GraphedForward:

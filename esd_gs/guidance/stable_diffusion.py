@@ -8,7 +8,7 @@ from torch import Tensor
 from ..errors import UserError
 from .perp_neg import CONDITIONS, one_hot
 from .prior import eps_from_prediction, to_model_images
-from .variational import camera_rows
+from .variational import unet_forward
 from .weights import WEIGHT_PARTS, resolve_model, weight_format
 
 DEFAULT_MODEL = "sd21-base"  # an alias: the ids weights.MODEL_ALIASES lists for SD 2.1-base
@@ -105,9 +105,7 @@ class StableDiffusionPrior:
             pred = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=self.embeddings(conds)).sample
         else:  # a variational net attached its camera embedding (and LoRA): these rows are the plain prior's
             labels = self.unet.class_embedding.labels(None, len(x_t), prior_rows=True)
-            with camera_rows(self.unet, labels):
-                pred = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=self.embeddings(conds),
-                                 class_labels=labels).sample
+            pred = unet_forward(self.unet, x_t.to(self.dtype), t, self.embeddings(conds), labels)
         return eps_from_prediction(pred, x_t, t, self.scheduler)
 
     def guided_eps(self, x_t: Tensor, t: Tensor, directions: list[str] | None, scale: float) -> Tensor:

@@ -212,6 +212,12 @@ def camera_rows(unet, labels: Tensor):
         gate.value = None
 
 
+def unet_forward(unet, x: Tensor, t: Tensor, text: Tensor, labels: Tensor) -> Tensor:
+    """The UNet's prediction for rows x at t with their text and camera labels (the LoRA gated per row)."""
+    with camera_rows(unet, labels):
+        return unet(x, t, encoder_hidden_states=text, class_labels=labels).sample
+
+
 class RowGate(nn.Module):
     """A LoRA layer's dropout, then its input rows times a 0/1 gate while one is set: rows gated 0 get
     lora_B(lora_A(0)) = 0 (no biases), so their output is the base layer's, bit for bit."""
