@@ -272,14 +272,9 @@ def run_state(run_dir: Path) -> str:
     return "new"
 
 
-# settings that do not change what a run trains (where it is, how it is logged and run)
-NOT_TRAINING = ("resume", "overwrite", "preset", "output_dir", "run_name", "device", "eager", "variational.capture",
-                "prior.capture", "render.backend", "log.", "viewer", "viewer_port", "viewer_every")
-
-
 def changed_settings(job: Job) -> str | None:
     """What a finished run was trained with that its job no longer says ("steps: 3 -> 50, ..."); None: the same."""
-    from ..config import config_changes, saved_config, stage2_step
+    from ..config import config_changes, resumable, saved_config, stage2_step
 
     cfg = copy.deepcopy(job.cfg)
     cfg.stage2_step = stage2_step(cfg)  # as the run fixed it when it started
@@ -287,8 +282,8 @@ def changed_settings(job: Job) -> str | None:
         changes = config_changes(saved_config(job.run_dir), cfg)
     except UserError as e:
         return str(e)
-    changes = {k: v for k, v in changes.items() if not any(k == n or (n.endswith(".") and k.startswith(n))
-                                                            for n in NOT_TRAINING)}
+    # what a resume may change but what the run trained: its length and its weights
+    changes = {k: v for k, v in changes.items() if not resumable(k) or k in ("steps", "model_path")}
     if not changes:
         return None
     listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:4])
