@@ -368,6 +368,7 @@ def check_combinations(cfg: TrainConfig) -> None:
     if not 0 <= lo < hi <= 1 or not lo < cfg.prior.t_max_final <= 1:
         raise UserError(f"prior timesteps need 0 <= t_min < t_max_final, t_max <= 1 (got {lo}, {hi})")
 
+
 # options added since runs were first saved, with the behaviour runs had before the option existed (what a
 # saved config.yaml without the key was trained with, where that differs from today's default)
 BEFORE_ADDED = {"densify.grow_top": 0.0, "densify.prune_large": False}

@@ -64,6 +64,7 @@ class Densifier(DefaultStrategy):
         for c in range(len(visible)):
             state["grad2d"] += norms[c]
             state["count"] += visible[c]
+
     def step_post_backward(self, params, optimizers, state, step, info, packed=False):
         super().step_post_backward(params, optimizers, state, step, info, packed=packed)
         if step < self.refine_stop_iter and step > 0 and step % self.reset_every == 0:
