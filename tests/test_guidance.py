@@ -572,7 +572,7 @@ def test_the_capturable_step_draws_on_the_device_and_its_warm_up_is_undone(prior
     """guidance/captured.py's step, run eagerly (a CPU has no graphs): the camera dropout drawn on the device
     keeps the eager step's distribution (a whole copy's camera zeroed with probability p), the weights move,
     and restoring a snapshot undoes the warm-up's steps, optimiser state included."""
-    from esd_gs.guidance.captured import device_step, restore, snapshot
+    from esd_gs.guidance.captured import restore, snapshot
 
     var = UNetVariational(prior.unet, prior.cond[None], prior.scheduler,
                           VariationalConfig(lora_rank=4, lr=1e-3, camera_map=True, camera_dropout=0.3))
@@ -582,8 +582,7 @@ def test_the_capturable_step_draws_on_the_device_and_its_warm_up_is_undone(prior
     torch.manual_seed(0)
     dropped = []
     for _ in range(60):
-        var.optimizer.zero_grad(set_to_none=True)
-        loss = device_step(var, latents, c2w_flat, repeats=4)
+        loss = var.denoising_step(latents, c2w_flat, repeats=4, device_draws=True)
         labels = var.unet.class_embedding.call_labels
         assert torch.isfinite(loss) and len(labels) == 4 * len(latents) and (labels[:, 16] == 1).all()
         per_copy = labels[:, :16].abs().sum(1).view(4, len(latents)) == 0

@@ -14,29 +14,7 @@ default until the device check (`step_bf16_captured`, tests/test_cuda.py) has ru
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-
-from .prior import denoising_target
-
-
-def device_step(variational, latents: Tensor, c2w_flat: Tensor, repeats: int) -> Tensor:
-    """UNetVariational.denoising_step with every draw on the latents' device (none on the host): the denoising
-    loss at uniform t on `repeats` copies of the batch, each copy's camera zeroed with probability
-    cfg.camera_dropout (a zero camera is the camera-free branch's input); backward and one optimiser step."""
-    v, B = variational, len(latents)
-    latents, c2w_flat = latents.repeat(repeats, 1, 1, 1), c2w_flat.repeat(repeats, 1)
-    t = torch.randint(0, v.scheduler.config.num_train_timesteps, (B * repeats,), device=latents.device)
-    noise = torch.randn_like(latents)
-    x_t = v.scheduler.add_noise(latents, noise, t)
-    keep = torch.rand(repeats, 1, device=latents.device) >= v.cfg.camera_dropout
-    labels = v.unet.class_embedding.labels(c2w_flat * keep.repeat_interleave(B, 0), B * repeats)
-    text = v.text.expand(B * repeats, -1, -1).to(v.dtype)
-    pred = v.unet(x_t.to(v.dtype), t, encoder_hidden_states=text, class_labels=labels).sample
-    loss = F.mse_loss(pred.float(), denoising_target(latents, noise, t, v.scheduler).float())
-    loss.backward()
-    v.optimizer.step()
-    return loss.detach()
 
 
 def snapshot(variational) -> tuple[list[Tensor], dict[int, dict]]:
@@ -62,8 +40,9 @@ def restore(variational, saved: tuple[list[Tensor], dict[int, dict]]) -> None:
 
 
 class CapturedStep:
-    """device_step captured as a CUDA graph at its first call (after warm-up steps that are then undone) and
-    replayed after: the inputs are copied into the graph's own tensors, the loss comes back as a copy."""
+    """The variational score's denoising_step, its draws on the device, captured as a CUDA graph at its first call
+    (after warm-up steps that are then undone) and replayed after: the inputs are copied into the graph's own
+    tensors, the loss comes back as a copy."""
 
     WARMUP = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
 
@@ -90,11 +69,10 @@ class CapturedStep:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(self.WARMUP):
-                v.optimizer.zero_grad(set_to_none=True)
-                device_step(v, self.latents, self.c2w_flat, repeats)
+                v.denoising_step(self.latents, self.c2w_flat, repeats, device_draws=True)
         torch.cuda.current_stream().wait_stream(side)
         restore(v, saved)  # the warm-up's steps never happened
         v.optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.loss = device_step(v, self.latents, self.c2w_flat, repeats)
+            self.loss = v.denoising_step(self.latents, self.c2w_flat, repeats, device_draws=True)

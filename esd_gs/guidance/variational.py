@@ -234,6 +234,18 @@ class RowGate(nn.Module):
         return x if gate is None else x * gate.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
 
 
+def dropout_labels(emb: CameraEmbedding, c2w_flat: Tensor, batch: int, repeats: int, p: float,
+                   on_device: bool) -> Tensor:
+    """Class labels of `repeats` copies of a batch [repeats*batch,17], each copy's camera zeroed (the camera-free
+    branch's input) with probability p: a host draw a copy, or one draw on the device for all of them (the same
+    distribution, no wait for the device)."""
+    if on_device:
+        keep = torch.rand(repeats, 1, device=c2w_flat.device) >= p
+        return emb.labels(c2w_flat * keep.repeat_interleave(batch, 0), batch * repeats)
+    return torch.cat([emb.labels(None if torch.rand(()) < p else c2w_flat[k * batch:(k + 1) * batch], batch)
+                      for k in range(repeats)])
+
+
 class UNetVariational(nn.Module):
     def __init__(self, unet, text_embedding: Tensor, scheduler, cfg: VariationalConfig):
         """unet: the base network (the prior's own when shared); scheduler: the one `unet` was trained with
@@ -312,18 +324,18 @@ class UNetVariational(nn.Module):
             return {"variational_loss": self.captured(latents, c2w_flat, self.cfg.train_steps)}
         return {"variational_loss": self.denoising_step(latents, c2w_flat, self.cfg.train_steps)}
 
-    def denoising_step(self, latents: Tensor, c2w_flat: Tensor, repeats: int = 1) -> Tensor:
+    def denoising_step(self, latents: Tensor, c2w_flat: Tensor, repeats: int = 1, device_draws: bool = False) -> Tensor:
         """The standard denoising loss at uniform t on `repeats` copies of the batch (fresh t and noise each,
-        one batched forward), each copy's camera dropped with some probability; one optimiser step."""
+        one batched forward), each copy's camera dropped with some probability; one optimiser step.
+        device_draws: every draw on the latents' device, none on the host (a CUDA graph's step: captured.py)."""
         B = len(latents)
         if repeats > 1:  # (a copy is contiguous: randn_like draws then land elsewhere than on a strided view)
             latents, c2w_flat = latents.repeat(repeats, 1, 1, 1), c2w_flat.repeat(repeats, 1)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (B * repeats,), device=latents.device)
         noise = torch.randn_like(latents)
         x_t = self.scheduler.add_noise(latents, noise, t)
-        emb = self.unet.class_embedding
-        labels = torch.cat([emb.labels(None if torch.rand(()) < self.cfg.camera_dropout else c2w_flat[k * B:(k + 1) * B],
-                                       B) for k in range(repeats)])
+        labels = dropout_labels(self.unet.class_embedding, c2w_flat, B, repeats, self.cfg.camera_dropout,
+                                device_draws)
         text = self.text.expand(B * repeats, -1, -1).to(self.dtype)
         pred = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=text, class_labels=labels).sample
         loss = F.mse_loss(pred.float(), denoising_target(latents, noise, t, self.scheduler).float())
