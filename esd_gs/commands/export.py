@@ -58,8 +58,6 @@ def export_yaw(args: ExportArgs, splats) -> float:
     """--yaw in degrees; 'front' from where the run's front is (see ExportArgs.yaw)."""
     import math
 
-    import yaml
-
     if args.yaw is None:
         return 0.0
     if args.yaw != "front":
@@ -70,18 +68,13 @@ def export_yaw(args: ExportArgs, splats) -> float:
         if not math.isfinite(deg):
             raise UserError(f"--yaw must be a finite number of degrees (got {args.yaw!r})")
         return deg
-    config = Path(args.path) / "config.yaml"
-    if not config.is_file():
+    if not (Path(args.path) / "config.yaml").is_file():
         raise UserError(f"--yaw front needs a run folder (its config.yaml tells where the front is); {args.path} "
                         "is not one: pass --yaw DEG")
-    try:
-        cfg = yaml.safe_load(config.read_text(errors="replace")) or {}
-    except yaml.YAMLError:
-        raise UserError(f"{config}: not readable YAML; pass --yaw DEG") from None
+    from ..config import saved_config
     from ..worlds.stable_diffusion import knows_synthetic_head
 
-    if not isinstance(cfg, dict):
-        raise UserError(f"{config}: not a run's config; pass --yaw DEG")
+    cfg = saved_config(Path(args.path))  # a damaged one: a one-line error naming it
     if cfg.get("world") == "synthetic" or knows_synthetic_head(str(cfg.get("model_path") or "")):
         from ..synthetic.janus import janus_report
 
